@@ -1,0 +1,293 @@
+"""Command line: ``attnmt SUBCOMMAND`` (also ``python -m attnmt``). Parsing and dispatch only.
+
+Every failure a user can cause (bad config, corpus line, checkpoint, input) prints one clear
+``error:`` line naming the file and line or the option, and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEMO_CONFIG = Path(__file__).parent / "configs" / "lstm_demo.yaml"
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set model.hidden=512 (repeatable)",
+    )
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, help="beam size (1 = greedy); default from the checkpoint")
+    p.add_argument("--batch-size", type=int, help="sentences per batch")
+    p.add_argument("--max-len-a", type=float, help="output length limit a*src_len+b: a")
+    p.add_argument("--max-len-b", type=int, help="output length limit a*src_len+b: b")
+    p.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+
+
+def _translator(args: argparse.Namespace):
+    """The one inference path, with decode options from the command line applied."""
+    import torch
+
+    from attnmt.translate import Translator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tr = Translator.from_checkpoint(args.model)
+    dc = tr.cfg.decode
+    for opt, key in [
+        ("batch_size", "batch_size"),
+        ("max_len_a", "max_len_a"),
+        ("max_len_b", "max_len_b"),
+        ("length_penalty", "length_penalty"),
+    ]:
+        if getattr(args, opt, None) is not None:
+            setattr(dc, key, getattr(args, opt))
+    return tr
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Subcommands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from attnmt.config import load_config
+    from attnmt.train import train
+
+    train(load_config(args.config, args.overrides))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from attnmt.demo import run_demo
+
+    return run_demo(args.out, args.overrides, args.config)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    if args.engine == "ctranslate2":
+        from attnmt.ct2 import CT2Translator
+
+        tr = CT2Translator(args.model)
+    else:
+        tr = _translator(args)
+    if args.input:
+        try:
+            lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{args.input}: cannot read input ({e})") from None
+    else:
+        lines = sys.stdin.read().splitlines()
+    n_best = args.n_best or 1
+    beam = args.beam if args.beam is not None else max(n_best, tr.cfg.decode.beam)
+    results = tr.translate(lines, beam=beam, n_best=n_best)
+    out = []
+    for hyps in results:
+        for h in hyps:
+            out.append(f"{h.score:.4f}\t{h.text}" if args.scores else h.text)
+    text = "".join(line + "\n" for line in out)
+    if args.output:
+        _write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from attnmt.corpus import read_corpus
+    from attnmt.evaluate import evaluate
+
+    tr = _translator(args)
+    pairs = read_corpus(args.test, reverse=args.reverse).pairs
+    if args.limit:
+        pairs = pairs[: args.limit]
+    result = evaluate(tr, pairs, beam=args.beam)
+    if args.output:
+        _write_atomic(args.output, "".join(h + "\n" for h in result.hypotheses))
+    if args.json:
+        fields = ["bleu", "chrf", "bleu_signature", "chrf_signature", "perplexity", "sentences"]
+        print(json.dumps({k: getattr(result, k) for k in fields}, indent=2))
+    else:
+        print(result.report())
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from attnmt.explain import explain, plot_attention, render_table
+
+    tr = _translator(args)
+    trace = explain(tr, args.text, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(trace.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(render_table(trace))
+    if args.plot:
+        plot_attention(trace, args.plot, per_head=args.per_head)
+        print(f"heatmap written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from attnmt.plot import plot_training
+
+    print(f"curves written to {plot_training(args.run_dir, args.out)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from attnmt.serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        src_lang=args.src_lang,
+        tgt_lang=args.tgt_lang,
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from attnmt.ct2 import export_ctranslate2
+
+    if args.format != "ctranslate2":
+        raise ValueError(f"--format: unknown export format {args.format!r}")
+    path = export_ctranslate2(args.model, args.out, quantization=args.quantization)
+    print(f"exported CTranslate2 model to {path}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from attnmt.download import download_anki
+
+    path = download_anki(args.pair, args.out, base_url=args.base_url)
+    print(f"corpus written to {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnmt", description="Attention encoder-decoder machine translation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="train on the embedded English-Spanish demo corpus and explain")
+    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    p.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (default: LSTM)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train (or resume) a model from a YAML config")
+    p.add_argument("config", help="YAML config (see configs/)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("translate", help="translate lines from stdin or -i FILE")
+    p.add_argument("--model", required=True, help="checkpoint (.pt or run dir), or CT2 dir")
+    p.add_argument("-i", "--input", help="input file (default stdin)")
+    p.add_argument("-o", "--output", help="output file (default stdout)")
+    p.add_argument("--n-best", type=int, help="hypotheses per sentence, one per line")
+    p.add_argument("--scores", action="store_true", help="prefix each line with its score")
+    p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch")
+    _add_decode_args(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("evaluate", help="BLEU, chrF and perplexity on a test set")
+    p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
+    p.add_argument("--test", required=True, help="test pairs: TSV file or SRC_FILE,TGT_FILE")
+    p.add_argument("--reverse", action="store_true", help="the test TSV's columns are tgt, src")
+    p.add_argument("--limit", type=int, default=0, help="use the first N pairs only")
+    p.add_argument("-o", "--output", help="also write the hypotheses to this file")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    _add_decode_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("explain", help="show decoding step by step, with attention")
+    p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
+    p.add_argument("text", help="the sentence to translate and explain")
+    p.add_argument("--top-k", type=int, default=5, help="next-word candidates shown per step")
+    p.add_argument("--json", action="store_true", help="print the trace as JSON")
+    p.add_argument("--plot", help="write an attention heatmap (.png or .svg)")
+    p.add_argument("--per-head", action="store_true", help="heatmap per layer and head")
+    _add_decode_args(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("plot", help="draw training curves from a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="image path (default RUN_DIR/curves.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("serve", help="HTTP API and web page around one model")
+    p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--src-lang", default="en", help="source language code (LibreTranslate API)")
+    p.add_argument("--tgt-lang", default="es", help="target language code (LibreTranslate API)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export a Transformer to CTranslate2")
+    p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
+    p.add_argument("--format", default="ctranslate2", help="export format (ctranslate2)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--quantization", help="CTranslate2 weight type: int8, int8_float32, float16, ..."
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("data", help="download a ManyThings/Tatoeba Anki corpus, e.g. spa-eng")
+    p.add_argument("pair", help="language pair as named by manythings.org, e.g. spa-eng")
+    p.add_argument("--out", default="data", help="directory to unpack into (default data/)")
+    p.add_argument("--base-url", default="https://www.manythings.org/anki/", help="mirror URL")
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from attnmt.config import ConfigError
+    from attnmt.model import CheckpointError
+
+    user_errors: tuple[type[BaseException], ...] = (
+        ConfigError,
+        CheckpointError,
+        ValueError,
+        FileNotFoundError,
+    )
+    try:
+        return args.func(args)
+    except user_errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Typed configuration: YAML file + ``--set section.key=value`` overrides -> dataclasses.
+
+Every default lives here once, as a dataclass field with a one-line comment. A YAML config only
+states what differs from these defaults; an unknown section or key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says where and why."""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = (
+        "demo"  # "demo" (generated), a TSV file (src<TAB>tgt[<TAB>...]), or "SRC_FILE,TGT_FILE"
+    )
+    valid: str = ""  # optional separate dev corpus (same formats); empty = split from `corpus`
+    test: str = ""  # optional separate test corpus; empty = split from `corpus`
+    reverse: bool = False  # swap columns: translate the second column into the first
+    dev_fraction: float = 0.05  # share of distinct source sentences held out for dev
+    test_fraction: float = 0.05  # share of distinct source sentences held out for test
+    max_len: int = 50  # drop training pairs with more tokens than this on either side
+    lowercase: bool = False  # lowercase both sides before tokenizing
+    tokenizer: str = "sentencepiece"  # "sentencepiece" or "word"
+    sp_model_type: str = "bpe"  # SentencePiece algorithm: "bpe" or "unigram"
+    vocab_size: int = 4000  # subword vocabulary size (per side, or joint when shared)
+    shared_vocab: bool = True  # one vocabulary for both languages
+    limit: int = 0  # use only the first N pairs of the corpus (0 = all); handy for quick runs
+    demo_size: int = 4000  # number of distinct pairs the demo corpus generator writes
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "lstm"  # "lstm" (attention encoder-decoder) or "transformer"
+    emb_dim: int = 256  # token embedding size
+    hidden: int = 256  # LSTM hidden size / Transformer d_model
+    layers: int = 1  # encoder and decoder layers
+    bidirectional: bool = True  # LSTM: bidirectional encoder (directions are summed back to H)
+    attention: str = "general"  # LSTM scoring: "dot", "general" (Luong) or "additive" (Bahdanau)
+    input_feeding: bool = True  # LSTM: feed the previous attentional vector into the next step
+    heads: int = 4  # Transformer attention heads
+    ff_dim: int = 1024  # Transformer feed-forward inner size
+    dropout: float = 0.2  # dropout on embeddings, between layers and on attentional vectors
+    tie_embeddings: bool = False  # tie decoder input embedding and output layer
+    tie_src_tgt: bool = (
+        False  # Transformer: share source and target embeddings (needs shared vocab)
+    )
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/demo"  # where checkpoints, logs and the resolved config go
+    seed: int = 1234  # seeds data order, initialisation and dropout: same seed, same run
+    batch_tokens: int = 2000  # target tokens per batch (length-bucketed)
+    accum: int = 1  # gradient accumulation: batches per optimizer step
+    optimizer: str = "adamw"  # "adam" or "adamw"
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.98)  # Adam betas
+    schedule: str = (
+        "inverse_sqrt"  # "constant", "inverse_sqrt" (warmup then 1/sqrt), "noam", "plateau"
+    )
+    warmup: int = 200  # warmup steps for inverse_sqrt / noam
+    plateau_patience: int = 2  # plateau: validations without improvement before decaying lr
+    plateau_factor: float = 0.5  # plateau: lr multiplier on decay
+    label_smoothing: float = 0.1  # cross-entropy label smoothing (padding ignored)
+    clip_norm: float = 1.0  # gradient clipping by global norm (0 = off)
+    max_steps: int = 1000  # stop after this many optimizer steps
+    max_epochs: int = 0  # stop after this many epochs (0 = no epoch limit)
+    max_minutes: float = 0.0  # stop after this wall-clock budget (0 = none)
+    eval_every: int = 200  # validate (perplexity + dev BLEU) every N steps
+    save_every: int = 200  # write the `last` checkpoint every N steps
+    patience: int = 0  # early stopping: validations without dev BLEU gain (0 = off)
+    eval_beam: int = 1  # beam size for dev BLEU during training
+    eval_max_sents: int = 500  # dev sentences used for dev BLEU (0 = all)
+    log_every: int = 20  # steps between log lines in train_log.jsonl
+    threads: int = 0  # torch intra-op threads (0 = torch default)
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" autocast (GPU)
+    progress: bool = True  # show a progress bar
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 5  # beam size (1 = greedy)
+    n_best: int = 1  # hypotheses returned per sentence
+    length_penalty: float = 1.0  # GNMT-style alpha; score / ((5+len)/6)^alpha
+    max_len_a: float = 1.5  # output length limit: a * source_length + b
+    max_len_b: int = 10  # output length limit: a * source_length + b
+    batch_size: int = 64  # sentences per translation batch
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the type of the field's default, or raise ConfigError."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ConfigError(f"{where}: expected a list of {len(default)} numbers, got {value!r}")
+        return tuple(_coerce(v, d, where) for v, d in zip(value, default))
+    for typ in (int, float, str):
+        if isinstance(default, typ):
+            try:
+                if typ is int and isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                return typ(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+    return value
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build a Config from nested dicts, rejecting unknown sections and keys."""
+    cfg = Config()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections")
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section {section!r} (known: {', '.join(SECTIONS)})"
+            )
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping")
+        sub = getattr(cfg, section)
+        known = {f.name for f in dataclasses.fields(sub)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{source}: unknown key {section}.{key} (known: {', '.join(sorted(known))})"
+                )
+            setattr(sub, key, _coerce(value, getattr(sub, key), f"{source}: {section}.{key}"))
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+    raw: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        dotted, value = item.split("=", 1)
+        section, key = dotted.split(".", 1)
+        raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else ""
+    patched = config_from_dict(raw, source="--set")
+    for section, values in raw.items():
+        for key in values:
+            setattr(getattr(cfg, section), key, getattr(getattr(patched, section), key))
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults when path is None) and apply overrides."""
+    if path is None:
+        cfg = Config()
+    else:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        cfg = config_from_dict(raw, source=str(path))
+    return apply_overrides(cfg, overrides or [])
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML output and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return {
+        s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()} for s in SECTIONS
+    }
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,115 @@
+"""The single inference path: text -> tokenizer -> batch -> model -> search -> text.
+
+``Translator`` serves ``attnmt translate``, ``evaluate``, ``explain`` and ``serve`` alike, so every
+command decodes the same way. Build one from a checkpoint path; it needs nothing else.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from attnmt.config import Config, config_from_dict
+from attnmt.data import source_tensor
+from attnmt.model import Seq2Seq, build_model, load_checkpoint
+from attnmt.search import beam_search, greedy_search
+from attnmt.tokenizer import Tokenizer, tokenizer_from_dict
+
+
+@dataclass
+class Hypothesis:
+    text: str  # detokenized translation
+    tokens: list[str]  # target pieces, no specials
+    ids: list[int]  # target ids, no specials
+    score: float  # length-normalised log-probability (ranks the n-best list)
+    logprob: float  # total log-probability, <eos> included
+    src_tokens: list[str]  # source pieces + "<eos>" (the attention columns)
+    attention: list[list[float]] | None  # rows: tokens (+ "<eos>" if finished); cols: src_tokens
+    finished: bool  # False when the output length limit stopped decoding
+
+
+def normalize_text(text: str, lowercase: bool) -> str:
+    """The same normalisation the corpus reader applies to training data."""
+    text = " ".join(unicodedata.normalize("NFC", text).split())
+    return text.lower() if lowercase else text
+
+
+class Translator:
+    def __init__(
+        self,
+        model: Seq2Seq,
+        src_tok: Tokenizer,
+        tgt_tok: Tokenizer,
+        cfg: Config,
+        device: str | torch.device = "cpu",
+    ):
+        self.model = model.to(device).eval()
+        self.src_tok = src_tok
+        self.tgt_tok = tgt_tok
+        self.cfg = cfg
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Translator:
+        ckpt = load_checkpoint(path)
+        cfg = config_from_dict(ckpt["config"], source=str(path))
+        src_tok = tokenizer_from_dict(ckpt["src_tokenizer"])
+        tgt_tok = tokenizer_from_dict(ckpt["tgt_tokenizer"])
+        model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
+        model.load_state_dict(ckpt["model"])
+        return cls(model, src_tok, tgt_tok, cfg, device)
+
+    def encode_sources(self, texts: list[str]) -> tuple[Tensor, Tensor, list[list[str]]]:
+        """Texts -> (src (B,S), src_mask (B,S), source pieces + '<eos>' per text)."""
+        ids = [self.src_tok.encode(normalize_text(t, self.cfg.data.lowercase)) for t in texts]
+        src, src_mask = source_tensor(ids)
+        pieces = [[self.src_tok.id_to_piece(i) for i in s] + ["<eos>"] for s in ids]
+        return src.to(self.device), src_mask.to(self.device), pieces
+
+    def translate(
+        self,
+        texts: list[str],
+        beam: int | None = None,
+        n_best: int | None = None,
+        with_attention: bool = False,
+    ) -> list[list[Hypothesis]]:
+        """Translate ``texts``; returns the n-best hypotheses per text, best first."""
+        dc = self.cfg.decode
+        beam = dc.beam if beam is None else beam
+        n_best = dc.n_best if n_best is None else n_best
+        if beam < 1 or not 1 <= n_best <= beam:
+            raise ValueError(
+                f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})"
+            )
+        results: list[list[Hypothesis]] = [[] for _ in texts]
+        # Sort by length so each batch pads little; results go back to input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), dc.batch_size):
+            chunk = order[start : start + dc.batch_size]
+            src, src_mask, pieces = self.encode_sources([texts[i] for i in chunk])
+            if beam == 1:
+                found = greedy_search(self.model, src, src_mask, dc.max_len_a, dc.max_len_b)
+            else:
+                found = beam_search(
+                    self.model, src, src_mask, beam, n_best, dc.length_penalty,
+                    dc.max_len_a, dc.max_len_b,
+                )  # fmt: skip
+            for i, cands, src_pieces in zip(chunk, found, pieces):
+                results[i] = [
+                    Hypothesis(
+                        text=self.tgt_tok.decode(c.ids),
+                        tokens=[self.tgt_tok.id_to_piece(t) for t in c.ids],
+                        ids=c.ids,
+                        score=c.score,
+                        logprob=c.logprob,
+                        src_tokens=src_pieces,
+                        attention=c.attention.tolist() if with_attention else None,
+                        finished=c.finished,
+                    )
+                    for c in cands
+                ]
+        return results

@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny parallel corpus and a tiny trained model (trained once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# A toy English->Spanish corpus with a little structure to learn; enough for CLI round trips.
+_SUBJECTS = [("I", "Yo"), ("You", "Tú"), ("We", "Nosotros"), ("They", "Ellos")]
+_VERBS = {
+    "eat": ["como", "comes", "comemos", "comen"],
+    "see": ["veo", "ves", "vemos", "ven"],
+    "want": ["quiero", "quieres", "queremos", "quieren"],
+}
+_OBJECTS = [
+    ("apples", "manzanas"),
+    ("bread", "pan"),
+    ("the dog", "el perro"),
+    ("a car", "un coche"),
+]
+
+
+def tiny_pairs() -> list[tuple[str, str]]:
+    pairs = [("Let's go.", "Vamos.")]
+    for i, (s_en, s_es) in enumerate(_SUBJECTS):
+        for verb, forms in _VERBS.items():
+            for o_en, o_es in _OBJECTS:
+                pairs.append((f"{s_en} {verb} {o_en}.", f"{s_es} {forms[i]} {o_es}."))
+    return pairs
+
+
+def write_tiny_tsv(path: Path) -> Path:
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in tiny_pairs()), encoding="utf-8")
+    return path
+
+
+TINY_OVERRIDES = [
+    "data.tokenizer=word",
+    "data.vocab_size=200",
+    "data.dev_fraction=0.1",
+    "data.test_fraction=0.1",
+    "model.emb_dim=32",
+    "model.hidden=32",
+    "model.dropout=0.0",
+    "train.batch_tokens=200",
+    "train.max_steps=40",
+    "train.eval_every=20",
+    "train.save_every=10",
+    "train.log_every=5",
+    "train.warmup=10",
+    "train.lr=0.01",
+    "train.threads=1",
+    "train.progress=false",
+    "decode.beam=3",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train a tiny LSTM model once; returns its run directory (best.pt, last.pt, test.tsv...)."""
+    from attnmt.config import load_config
+    from attnmt.train import train
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    corpus = write_tiny_tsv(tmp / "tiny.tsv")
+    cfg = load_config(
+        None, [f"data.corpus={corpus}", f"train.out_dir={tmp / 'run'}", *TINY_OVERRIDES]
+    )
+    return train(cfg, log=lambda *_: None)

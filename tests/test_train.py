@@ -1,0 +1,193 @@
+"""Training loop: checkpoints, logs, schedules, overfitting, and exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from attnmt.config import load_config
+from attnmt.model import load_checkpoint
+from attnmt.train import lr_factor, train
+from tests.conftest import SHARED_DATA, TINY_OVERRIDES, write_tiny_tsv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_cfg(tmp_path: Path, *extra: str):
+    corpus = write_tiny_tsv(tmp_path / "tiny.tsv")
+    return load_config(
+        None, [f"data.corpus={corpus}", f"train.out_dir={tmp_path / 'run'}", *TINY_OVERRIDES, *extra]
+    )
+
+
+def test_run_writes_checkpoints_logs_and_splits(tiny_run: Path) -> None:
+    for name in ("best.pt", "last.pt", "config.yaml", "train_log.jsonl", "dev.tsv", "test.tsv"):
+        assert (tiny_run / name).exists(), name
+    assert any((tiny_run / "tb").iterdir()), "TensorBoard event files"
+    records = [json.loads(line) for line in (tiny_run / "train_log.jsonl").read_text().splitlines()]
+    train_recs = [r for r in records if r["kind"] == "train"]
+    valid_recs = [r for r in records if r["kind"] == "valid"]
+    assert [r["step"] for r in valid_recs] == [20, 40]
+    assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in train_recs)
+    assert train_recs[-1]["loss"] < train_recs[0]["loss"], "loss goes down"
+    assert all(0 <= r["dev_bleu"] <= 100 and r["valid_ppl"] >= 1 for r in valid_recs)
+    ckpt = load_checkpoint(tiny_run / "last.pt")
+    assert ckpt["progress"]["step"] == 40
+    assert ckpt["config"]["model"]["hidden"] == 32
+    assert ckpt["src_tokenizer"]["kind"] == "word"
+
+
+def test_splits_keep_sources_apart(tiny_run: Path) -> None:
+    def sources(name: str) -> set[str]:
+        return {line.split("\t")[0] for line in (tiny_run / name).read_text().splitlines()}
+
+    assert sources("dev.tsv") and sources("test.tsv")
+    assert not sources("dev.tsv") & sources("test.tsv")
+
+
+def test_lr_schedules() -> None:
+    cfg = load_config(None, ["train.warmup=100"])
+    assert lr_factor(50, cfg) == pytest.approx(0.5)
+    assert lr_factor(100, cfg) == pytest.approx(1.0)
+    assert lr_factor(400, cfg) == pytest.approx(0.5)
+    cfg = load_config(None, ["train.schedule=noam", "train.warmup=100", "model.hidden=256"])
+    peak = lr_factor(100, cfg)
+    assert lr_factor(50, cfg) < peak and lr_factor(400, cfg) < peak
+    assert peak == pytest.approx(256**-0.5 * 100**-0.5)
+
+
+def test_tiny_batch_overfits(tmp_path: Path) -> None:
+    cfg = tiny_cfg(
+        tmp_path,
+        "data.dev_fraction=0",
+        "data.test_fraction=0",
+        "data.limit=6",
+        "train.label_smoothing=0",
+        "train.max_steps=150",
+        "train.eval_every=150",
+        "train.save_every=150",
+        "train.lr=0.02",
+    )
+    run = train(cfg, log=lambda *_: None)
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["kind"] == "train"][-1]["loss"] < 0.05
+
+
+def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hiden: 3\n")
+    from attnmt.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.hiden"):
+        load_config(bad)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path) -> None:
+    """Kill a run with SIGKILL mid-training, start it again: same final weights."""
+    corpus = write_tiny_tsv(tmp_path / "tiny.tsv")
+    overrides = dict(o.split("=", 1) for o in TINY_OVERRIDES)
+    overrides.update(
+        {
+            "data.corpus": str(corpus),
+            "model.hidden": "96",
+            "model.emb_dim": "64",
+            "model.dropout": "0.3",  # dropout draws random numbers: RNG state must resume too
+            "train.max_steps": "80",
+            "train.save_every": "4",
+            "train.eval_every": "40",
+        }
+    )
+    config = {}
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        config.setdefault(section, {})[name] = yaml.safe_load(value)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(out: Path) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "attnmt", "train", str(cfg_path), "--set"]
+        return subprocess.Popen(
+            [*cmd, f"train.out_dir={out}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    straight = tmp_path / "straight"
+    assert run(straight).wait(timeout=300) == 0
+
+    killed = tmp_path / "killed"
+    proc = run(killed)
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "last.pt").exists():
+            step = load_checkpoint(killed / "last.pt")["progress"]["step"]
+            if step >= 12:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = load_checkpoint(killed / "last.pt")["progress"]["step"]
+    assert 12 <= step < 80
+    assert run(killed).wait(timeout=300) == 0
+
+    a, b = _state(straight / "last.pt"), _state(killed / "last.pt")
+    assert load_checkpoint(killed / "last.pt")["progress"]["step"] == 80
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # The log of the resumed run has each step once, like the uninterrupted one.
+    steps = [json.loads(x)["step"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
+    straight_steps = [
+        json.loads(x)["step"] for x in (straight / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert steps == straight_steps
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "tatoeba-eng-spa" / "pairs.tsv").exists(), reason="../shared/data absent"
+)
+def test_trains_briefly_on_tatoeba(tmp_path: Path) -> None:
+    """Integration: the real corpus, real SentencePiece, a few steps, a sane perplexity."""
+    cfg = load_config(
+        REPO / "configs" / "lstm_tatoeba.yaml",
+        [
+            f"train.out_dir={tmp_path / 'run'}",
+            "data.limit=6000",
+            "data.vocab_size=1000",
+            "model.emb_dim=64",
+            "model.hidden=128",
+            "train.max_steps=60",
+            "train.max_minutes=0",
+            "train.eval_every=60",
+            "train.eval_max_sents=50",
+            "train.batch_tokens=1500",
+            "train.warmup=20",
+            "train.progress=false",
+            "decode.beam=1",
+        ],
+    )
+    run = train(cfg, log=lambda *_: None)
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["kind"] == "valid"][-1]
+    vocab = load_checkpoint(run / "last.pt")["src_tokenizer"]
+    assert vocab["kind"] == "sentencepiece"
+    # Far better than guessing uniformly over the vocabulary after 60 steps.
+    assert math.isfinite(valid["valid_ppl"]) and valid["valid_ppl"] < 1000 / 4
