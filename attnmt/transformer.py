@@ -1,0 +1,294 @@
+"""The Transformer encoder-decoder (Vaswani et al. 2017, "Attention Is All You Need"), one file.
+
+Pipeline position: ``Batch`` ids -> **TransformerSeq2Seq** -> logits (training, ``forward``) or
+step log-probs (search, ``encode`` / ``init_state`` / ``decode_step``), behind the interface of
+:mod:`attnmt.model`. Written to be read top to bottom, in the spirit of nanoGPT and the
+Annotated Transformer.
+
+Paper map:
+  - section 3.1  encoder and decoder stacks (we use the *pre-norm* variant: LayerNorm before each
+    sublayer, residual after, plus a final LayerNorm -- Xiong et al. 2020 show it trains without
+    the delicate warmup the post-norm original needs; it is also what CTranslate2 calls pre_norm)
+  - section 3.2  scaled dot-product attention and multi-head attention
+  - section 3.3  position-wise feed-forward network (ReLU)
+  - section 3.4  embeddings multiplied by sqrt(d_model); optional weight tying
+  - section 3.5  sinusoidal positional encodings
+  - section 5.4  dropout on embeddings + encodings and on every sublayer output
+
+Shapes: B batch, S source length, T target length (t: steps decoded so far), H = d_model,
+V vocabulary, L layers, nh heads, hs = H / nh head size.
+
+Incremental decoding: ``decode_step`` feeds one token. The state caches every decoder layer's
+self-attention keys/values for the prefix, so a step costs O(t), not O(t^2); the cross-attention
+keys/values of the encoder memory are projected once in ``init_state``. Every cached tensor has
+batch on dim 0 so beam search reorders it with ``select_batch``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnmt.model import EncoderOut, Seq2Seq, StepAttention
+
+
+def sinusoidal_encoding(positions: Tensor, d_model: int) -> Tensor:
+    """Section 3.5: PE(pos, 2i) = sin(pos / 10000^(2i/H)), PE(pos, 2i+1) = cos(same angle).
+
+    positions: (N,) integer positions starting at 0 -> (N, H) float32 encodings. Computed on the
+    fly (no length limit, nothing stored in the state_dict); CTranslate2 export tabulates it.
+    """
+    i = torch.arange(0, d_model, 2, dtype=torch.float32, device=positions.device)  # (H/2,)
+    inv_freq = torch.exp(-math.log(10000.0) * i / d_model)  # (H/2,) 1 / 10000^(2i/H)
+    angle = positions.float()[:, None] * inv_freq[None, :]  # (N, H/2)
+    pe = torch.zeros(positions.numel(), d_model, device=positions.device)  # (N, H)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+    return pe
+
+
+class MultiHeadAttention(nn.Module):
+    """Section 3.2.2: MultiHead(Q, K, V) = Concat(head_1..head_nh) W_O,
+    head_i = Attention(Q W_Q_i, K W_K_i, V W_V_i). Returns values; caches nothing on self."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model={d_model} must be divisible by heads={heads}")
+        self.nh, self.hs = heads, d_model // heads
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.o = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def split(self, x: Tensor) -> Tensor:
+        """(B, N, H) -> (B, nh, N, hs): one slice of the model dimension per head."""
+        B, N, _ = x.shape
+        return x.view(B, N, self.nh, self.hs).transpose(1, 2)  # (B, nh, N, hs)
+
+    def merge(self, x: Tensor) -> Tensor:
+        """(B, nh, N, hs) -> (B, N, H): concatenate the heads, then the output projection W_O."""
+        B, _, N, _ = x.shape
+        return self.o(x.transpose(1, 2).reshape(B, N, self.nh * self.hs))  # (B, N, H)
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Project the attended sequence once: (B, N, H) -> K, V each (B, nh, N, hs)."""
+        return self.split(self.k(x)), self.split(self.v(x))
+
+    def forward(
+        self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
+        """Attention(Q, K, V) = softmax(Q K^T / sqrt(hs)) V via PyTorch's fused kernel.
+
+        x (B, Tq, H) queries; k, v (B, nh, Tk, hs); mask bool broadcastable to (B, nh, Tq, Tk),
+        True = may attend. Returns (B, Tq, H).
+        """
+        q = self.split(self.q(x))  # (B, nh, Tq, hs)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        return self.merge(out)  # (B, Tq, H)
+
+    def explicit(
+        self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The same attention written out, for decode steps whose weights we must return.
+
+        x (B, 1, H); k, v (B, nh, S, hs); mask (B, 1, 1, S). Returns out (B, 1, H) and the
+        weights and scores (B, nh, S). Equal to ``forward`` up to float rounding (tested).
+        """
+        q = self.split(self.q(x))  # (B, nh, 1, hs)
+        # Section 3.2.1: scores = q k^T / sqrt(hs); padding gets -inf so softmax gives it 0.
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hs)  # (B, nh, 1, S)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)  # (B, nh, 1, S)
+        p = self.dropout if self.training else 0.0
+        out = self.merge(F.dropout(weights, p, self.training) @ v)  # (B, 1, H)
+        return out, weights.squeeze(2), scores.squeeze(2)  # (B, 1, H), (B, nh, S), (B, nh, S)
+
+
+class FeedForward(nn.Module):
+    """Section 3.3: FFN(x) = max(0, x W_1 + b_1) W_2 + b_2."""
+
+    def __init__(self, d_model: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, ff_dim)
+        self.w2 = nn.Linear(ff_dim, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(self.drop(F.relu(self.w1(x))))  # (B, N, ff) -> (B, N, H)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm: x = x + Dropout(SelfAttn(LN(x))); x = x + Dropout(FFN(LN(x)))."""
+
+    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, ff_dim, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.ln1(x)
+        x = x + self.drop(self.self_attn(h, *self.self_attn.keys_values(h), mask=mask))
+        return x + self.drop(self.ff(self.ln2(x)))  # (B, S, H)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm: causal self-attention, cross-attention to the memory, FFN; residual each."""
+
+    def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.cross_attn = MultiHeadAttention(d_model, heads, dropout)
+        self.ln3 = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, ff_dim, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
+        """Teacher forcing over all T positions at once: x (B, T, H) -> (B, T, H)."""
+        h = self.ln1(x)
+        # Causal only: padding sits after <eos>, so real positions never see it.
+        x = x + self.drop(self.self_attn(h, *self.self_attn.keys_values(h), causal=True))
+        k, v = self.cross_attn.keys_values(memory)  # (B, nh, S, hs) each
+        x = x + self.drop(self.cross_attn(self.ln2(x), k, v, mask=mem_mask))
+        return x + self.drop(self.ff(self.ln3(x)))  # (B, T, H)
+
+
+@dataclass
+class TransformerState:
+    """Decoder state between steps; every tensor is batch-first for ``select_batch``."""
+
+    self_k: list[Tensor]  # per layer (B, nh, t, hs): keys of the t tokens decoded so far
+    self_v: list[Tensor]  # per layer (B, nh, t, hs): their values
+    cross_k: list[Tensor]  # per layer (B, nh, S, hs): memory keys, projected once
+    cross_v: list[Tensor]  # per layer (B, nh, S, hs): memory values
+    step: int  # position of the next input token (= t)
+
+
+class TransformerSeq2Seq(Seq2Seq):
+    def __init__(
+        self,
+        src_vocab: int,
+        tgt_vocab: int,
+        d_model: int = 256,
+        layers: int = 3,
+        heads: int = 4,
+        ff_dim: int = 1024,
+        dropout: float = 0.1,
+        tie_embeddings: bool = False,
+        tie_src_tgt: bool = False,
+    ):
+        super().__init__()
+        if tie_src_tgt and src_vocab != tgt_vocab:
+            raise ValueError(
+                f"model.tie_src_tgt needs one shared vocabulary, but the source has {src_vocab} "
+                f"entries and the target {tgt_vocab} (set data.shared_vocab: true)"
+            )
+        self.d_model, self.heads = d_model, heads
+        self.tie_embeddings, self.tie_src_tgt = tie_embeddings, tie_src_tgt
+        self.src_emb = nn.Embedding(src_vocab, d_model)
+        self.tgt_emb = nn.Embedding(tgt_vocab, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.enc_layers = nn.ModuleList(
+            EncoderLayer(d_model, heads, ff_dim, dropout) for _ in range(layers)
+        )
+        self.enc_ln = nn.LayerNorm(d_model)  # pre-norm leaves the residual stream unnormalised
+        self.dec_layers = nn.ModuleList(
+            DecoderLayer(d_model, heads, ff_dim, dropout) for _ in range(layers)
+        )
+        self.dec_ln = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, tgt_vocab)
+        self.reset_parameters()
+        # Section 3.4: tying shares one Parameter (tied after init so both get the embedding init).
+        if tie_src_tgt:
+            self.src_emb = self.tgt_emb
+        if tie_embeddings:
+            self.out.weight = self.tgt_emb.weight
+
+    def reset_parameters(self) -> None:
+        # Xavier-uniform keeps activation variance roughly constant through each Linear
+        # (Glorot & Bengio 2010). Embeddings get N(0, H^-0.5) because they are multiplied by
+        # sqrt(H): the product has unit variance, the same scale as the sinusoids, and a tied
+        # output layer then yields unit-variance logits from LayerNorm-ed inputs.
+        for name, p in self.named_parameters():
+            if name.endswith("emb.weight"):
+                nn.init.normal_(p, 0.0, self.d_model**-0.5)
+            elif p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def embed(self, emb: nn.Embedding, ids: Tensor, start: int = 0) -> Tensor:
+        """Section 3.4/3.5: Dropout(Emb(ids) * sqrt(H) + PE(positions)); (B, N) -> (B, N, H)."""
+        pos = torch.arange(start, start + ids.size(1), device=ids.device)  # (N,)
+        pe = sinusoidal_encoding(pos, self.d_model).to(emb.weight.dtype)  # (N, H)
+        return self.drop(emb(ids) * math.sqrt(self.d_model) + pe)  # (B, N, H)
+
+    # ---- the model interface ----------------------------------------------------------------
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOut:
+        mask = src_mask[:, None, None, :]  # (B, 1, 1, S) key padding mask, True = real
+        x = self.embed(self.src_emb, src)  # (B, S, H)
+        for layer in self.enc_layers:
+            x = layer(x, mask)  # (B, S, H)
+        return EncoderOut(memory=self.enc_ln(x), src_mask=src_mask)
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        enc = self.encode(src, src_mask)
+        mem_mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
+        y = self.embed(self.tgt_emb, tgt_in)  # (B, T, H)
+        for layer in self.dec_layers:
+            y = layer(y, enc.memory, mem_mask)  # (B, T, H)
+        return self.out(self.dec_ln(y))  # (B, T, V)
+
+    def init_state(self, enc: EncoderOut) -> TransformerState:
+        B, S, _ = enc.memory.shape
+        kv = [layer.cross_attn.keys_values(enc.memory) for layer in self.dec_layers]
+        empty = enc.memory.new_zeros(B, self.heads, 0, self.d_model // self.heads)  # (B,nh,0,hs)
+        return TransformerState(
+            self_k=[empty] * len(self.dec_layers),
+            self_v=[empty] * len(self.dec_layers),
+            cross_k=[k for k, _ in kv],  # (B, nh, S, hs) per layer
+            cross_v=[v for _, v in kv],
+            step=0,
+        )
+
+    def decode_step(
+        self, y_prev: Tensor, state: TransformerState, enc: EncoderOut
+    ) -> tuple[Tensor, TransformerState, StepAttention]:
+        mem_mask = enc.src_mask[:, None, None, :]  # (B, 1, 1, S)
+        x = self.embed(self.tgt_emb, y_prev[:, None], start=state.step)  # (B, 1, H)
+        self_k, self_v, weights, scores = [], [], [], []
+        for i, layer in enumerate(self.dec_layers):
+            h = layer.ln1(x)
+            k, v = layer.self_attn.keys_values(h)  # (B, nh, 1, hs) each
+            k = torch.cat([state.self_k[i], k], dim=2)  # (B, nh, t+1, hs)
+            v = torch.cat([state.self_v[i], v], dim=2)  # (B, nh, t+1, hs)
+            self_k.append(k)
+            self_v.append(v)
+            # The newest token may see the whole prefix: causality needs no mask here.
+            x = x + layer.drop(layer.self_attn(h, k, v))
+            out, w, s = layer.cross_attn.explicit(
+                layer.ln2(x), state.cross_k[i], state.cross_v[i], mem_mask
+            )  # (B, 1, H), (B, nh, S), (B, nh, S)
+            x = x + layer.drop(out)
+            x = x + layer.drop(layer.ff(layer.ln3(x)))  # (B, 1, H)
+            weights.append(w)
+            scores.append(s)
+        logits = self.out(self.dec_ln(x[:, 0]))  # (B, V)
+        new_state = TransformerState(self_k, self_v, state.cross_k, state.cross_v, state.step + 1)
+        attn = StepAttention(
+            weights=torch.stack(weights, dim=1),  # (B, L, nh, S)
+            scores=torch.stack(scores, dim=1),  # (B, L, nh, S)
+        )
+        return logits.log_softmax(dim=-1), new_state, attn

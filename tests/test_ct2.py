@@ -1,0 +1,183 @@
+"""CTranslate2 export: CT2 decodes exactly like attnmt; int8 loads; LSTM export is refused."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from attnmt.config import Config, config_to_dict
+from attnmt.ct2 import CT2Translator, ExportError, export_ctranslate2
+from attnmt.data import pad, source_tensor
+from attnmt.model import BOS_ID, CHECKPOINT_FORMAT, EOS_ID, PAD_ID, atomic_save
+from attnmt.tokenizer import SPECIALS, WordTokenizer
+from attnmt.transformer import TransformerSeq2Seq
+from attnmt.translate import Translator
+
+pytest.importorskip("ctranslate2")
+
+WORDS = "a b c d e f g h i j k l".split()
+SRC_TOK = WordTokenizer(SPECIALS + WORDS)
+# Different target vocabulary (and size), so both vocabularies must line up with the ids.
+TGT_TOK = WordTokenizer(SPECIALS + [w.upper() for w in WORDS] + ["EXTRA"])
+TEXTS = ["a b c", "d e f g h", "l", "a a b b c c", "k j i h g f e", "b", "z a", "c d e f"]
+
+
+def toy_pair(rng: random.Random) -> tuple[str, str]:
+    """The task: uppercase and reverse a short sentence."""
+    s = [rng.choice(WORDS) for _ in range(rng.randint(1, 7))]
+    return " ".join(s), " ".join(w.upper() for w in reversed(s))
+
+
+def make_config(**decode) -> Config:
+    cfg = Config()
+    cfg.data.tokenizer = "word"
+    cfg.model.arch, cfg.model.hidden, cfg.model.layers = "transformer", 32, 2
+    cfg.model.heads, cfg.model.ff_dim, cfg.model.dropout = 4, 64, 0.0
+    cfg.decode.batch_size = 3  # several CT2 batches per call
+    for k, v in decode.items():
+        setattr(cfg.decode, k, v)
+    return cfg
+
+
+def save(path, cfg: Config, state_dict: dict, tgt_tok: WordTokenizer = TGT_TOK) -> None:
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_to_dict(cfg),
+            "model": state_dict,
+            "src_tokenizer": SRC_TOK.to_dict(),
+            "tgt_tokenizer": tgt_tok.to_dict(),
+        },
+        path,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A tiny Transformer trained for a few seconds, saved as an attnmt checkpoint."""
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    cfg = make_config()
+    m = TransformerSeq2Seq(SRC_TOK.vocab_size, TGT_TOK.vocab_size, 32, 2, 4, 64, 0.0)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(250):
+        pairs = [toy_pair(rng) for _ in range(32)]
+        src, mask = source_tensor([SRC_TOK.encode(s) for s, _ in pairs])
+        tgt = [TGT_TOK.encode(t) for _, t in pairs]
+        tgt_in, tgt_out = pad([[BOS_ID] + t for t in tgt]), pad([t + [EOS_ID] for t in tgt])
+        logits = m(src, mask, tgt_in)
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    d = tmp_path_factory.mktemp("ct2")
+    save(d / "model.pt", cfg, m.state_dict())
+    out = export_ctranslate2(d / "model.pt", d / "ct2")
+    return {"dir": d, "ckpt": d / "model.pt", "ct2": out, "state_dict": m.state_dict()}
+
+
+def assert_same(ours, theirs, atol=1e-4):
+    """Same hypotheses; scores to 1e-3 (CT2's search computes log-probs a bit less precisely)."""
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert (a.ids, a.tokens, a.text, a.finished) == (b.ids, b.tokens, b.text, b.finished)
+        assert a.src_tokens == b.src_tokens
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+        assert a.score == pytest.approx(b.score, abs=1e-3)
+        if a.attention is not None:
+            torch.testing.assert_close(
+                torch.tensor(a.attention), torch.tensor(b.attention), atol=atol, rtol=0
+            )
+
+
+def test_export_writes_a_self_contained_model_dir(trained):
+    out = trained["ct2"]
+    for name in ("model.bin", "config.json", "attnmt_tokenizers.pt", "attnmt_config.yaml"):
+        assert (out / name).exists(), name
+    assert not list(trained["dir"].glob(".ct2.*")), "temp dirs left behind"
+    # Re-exporting over an existing export replaces it.
+    assert export_ctranslate2(trained["ckpt"], out) == out
+    assert (out / "model.bin").exists()
+
+
+def test_greedy_matches_attnmt(trained):
+    ours = Translator.from_checkpoint(trained["ckpt"])
+    ct2 = CT2Translator(trained["ct2"])
+    mine = ours.translate(TEXTS, beam=1, with_attention=True)
+    theirs = ct2.translate(TEXTS, beam=1, with_attention=True)
+    assert sum(h[0].text == " ".join(reversed(t.upper().split())) for t, h in zip(TEXTS, mine)) >= 5
+    for a, b in zip(mine, theirs):
+        assert_same(a, b)
+
+
+def test_greedy_matches_with_per_sentence_length_limits(trained, tmp_path):
+    # Limits shorter than the outputs, and different per sentence within one CT2 batch.
+    cfg = make_config(max_len_a=0.5, max_len_b=1)
+    save(tmp_path / "short.pt", cfg, trained["state_dict"])
+    out = export_ctranslate2(tmp_path / "short.pt", tmp_path / "short")
+    mine = Translator.from_checkpoint(tmp_path / "short.pt").translate(TEXTS, beam=1)
+    theirs = CT2Translator(out).translate(TEXTS, beam=1)
+    assert any(not h[0].finished for h in mine)
+    for a, b in zip(mine, theirs):
+        assert_same(a, b)
+
+
+def test_beam_and_n_best(trained):
+    ours = Translator.from_checkpoint(trained["ckpt"])
+    ct2 = CT2Translator(trained["ct2"])
+    mine = ours.translate(TEXTS, beam=4, n_best=2)
+    theirs = ct2.translate(TEXTS, beam=4, n_best=2)
+    for a, b in zip(mine, theirs):
+        assert len(b) == 2 and b[0].score >= b[1].score - 1e-6
+        # The n-best order may differ (CT2 normalises length its own way); the winner does not.
+        assert_same(a[:1], b[:1])
+
+
+def test_tied_embeddings_export(tmp_path):
+    # Untrained, tied both ways (one shared vocabulary): CT2 stores the shared matrix once.
+    torch.manual_seed(1)
+    cfg = make_config(max_len_a=1.0, max_len_b=3)
+    cfg.model.tie_embeddings = cfg.model.tie_src_tgt = True
+    m = TransformerSeq2Seq(SRC_TOK.vocab_size, SRC_TOK.vocab_size, 32, 2, 4, 64, 0.0, True, True)
+    save(tmp_path / "tied.pt", cfg, m.state_dict(), tgt_tok=SRC_TOK)
+    out = export_ctranslate2(tmp_path / "tied.pt", tmp_path / "tied")
+    mine = Translator.from_checkpoint(tmp_path / "tied.pt").translate(TEXTS, beam=1)
+    theirs = CT2Translator(out).translate(TEXTS, beam=1)
+    for a, b in zip(mine, theirs):
+        assert_same(a, b)
+
+
+def test_empty_input(trained):
+    (hyp,) = CT2Translator(trained["ct2"]).translate([""], beam=1, with_attention=True)
+    assert hyp[0].text == "" and hyp[0].src_tokens == ["<eos>"] and hyp[0].attention == [[1.0]]
+
+
+def test_int8_export_loads_and_translates(trained, tmp_path):
+    out = export_ctranslate2(trained["ckpt"], tmp_path / "int8", quantization="int8")
+    assert (out / "model.bin").stat().st_size < (trained["ct2"] / "model.bin").stat().st_size
+    found = CT2Translator(out, compute_type="int8").translate(TEXTS, beam=2)
+    ref = CT2Translator(trained["ct2"]).translate(TEXTS, beam=2)
+    assert len(found) == len(TEXTS) and all(len(h) == 1 for h in found)
+    # Quantization perturbs the numbers, not what a trained model translates.
+    assert sum(a[0].ids == b[0].ids for a, b in zip(found, ref)) >= len(TEXTS) - 1
+
+
+def test_lstm_export_is_refused(tmp_path):
+    cfg = make_config()
+    cfg.model.arch = "lstm"
+    save(tmp_path / "lstm.pt", cfg, {})
+    with pytest.raises(ExportError, match="no RNN/LSTM decoder support"):
+        export_ctranslate2(tmp_path / "lstm.pt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_replace_a_foreign_directory(trained, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not a CTranslate2 model"):
+        export_ctranslate2(trained["ckpt"], tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
