@@ -115,6 +115,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
+        if isinstance(value, int) and value in (0, 1):  # YAML reads `1`/`0` as ints
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -126,6 +128,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         return tuple(_coerce(v, d, where) for v, d in zip(value, default))
     for typ in (int, float, str):
         if isinstance(default, typ):
+            if isinstance(value, bool) and typ is not str:  # int(True) == 1 would hide a typo
+                raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
             try:
                 if typ is int and isinstance(value, float) and not value.is_integer():
                     raise ValueError

@@ -161,8 +161,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated/foreign files
+        first = (str(e).splitlines() or [""])[0]  # an empty file raises EOFError("")
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(

@@ -1,0 +1,191 @@
+"""Config: defaults, YAML overrides, --set coercion, clear errors, dict/YAML round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attnmt.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_load():
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.model.arch == "lstm"
+    assert isinstance(cfg.train.betas, tuple)
+
+
+def test_yaml_overrides_only_named_fields(tmp_path):
+    path = write(
+        tmp_path / "c.yaml", "model:\n  hidden: 64\n  attention: dot\ntrain:\n  lr: 1e-3\n"
+    )
+    cfg = load_config(path)
+    assert cfg.model.hidden == 64
+    assert cfg.model.attention == "dot"
+    assert cfg.train.lr == pytest.approx(1e-3)  # PyYAML reads "1e-3" as a string: coerced
+    assert isinstance(cfg.train.lr, float)
+    assert cfg.model.emb_dim == Config().model.emb_dim  # untouched fields keep defaults
+    assert cfg.data == Config().data
+
+
+def test_empty_yaml_and_empty_section_give_defaults(tmp_path):
+    assert load_config(write(tmp_path / "e.yaml", "")) == Config()
+    assert load_config(write(tmp_path / "s.yaml", "model:\n")) == Config()
+
+
+@pytest.mark.parametrize(
+    "item, section, key, expected",
+    [
+        ("train.progress=false", "train", "progress", False),
+        ("train.progress=True", "train", "progress", True),
+        ("data.lowercase=yes", "data", "lowercase", True),
+        ("train.progress=0", "train", "progress", False),
+        ("data.lowercase=1", "data", "lowercase", True),
+        ("model.hidden=512", "model", "hidden", 512),
+        ("model.hidden=64.0", "model", "hidden", 64),
+        ("train.lr=0.5", "train", "lr", 0.5),
+        ("train.lr=3", "train", "lr", 3.0),
+        ("train.betas=[0.8, 0.95]", "train", "betas", (0.8, 0.95)),
+        ("model.arch=transformer", "model", "arch", "transformer"),
+        ("data.corpus=a.tsv", "data", "corpus", "a.tsv"),
+        ("data.corpus=123", "data", "corpus", "123"),
+        ("data.valid=", "data", "valid", ""),
+    ],
+)
+def test_set_coercion(item, section, key, expected):
+    cfg = load_config(None, [item])
+    value = getattr(getattr(cfg, section), key)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_set_tuple_elements_are_floats():
+    cfg = load_config(None, ["train.betas=[1, 0]"])
+    assert cfg.train.betas == (1.0, 0.0)
+    assert all(isinstance(b, float) for b in cfg.train.betas)
+
+
+def test_set_applies_after_yaml(tmp_path):
+    path = write(tmp_path / "c.yaml", "model:\n  hidden: 64\n  layers: 2\n")
+    cfg = load_config(path, ["model.hidden=32"])
+    assert cfg.model.hidden == 32
+    assert cfg.model.layers == 2
+
+
+def test_apply_overrides_changes_only_named_keys():
+    cfg = Config()
+    cfg.model.layers = 3
+    apply_overrides(cfg, ["model.hidden=48"])
+    assert cfg.model.hidden == 48
+    assert cfg.model.layers == 3
+
+
+@pytest.mark.parametrize("item", ["model.hidden", "hidden=3", "=3"])
+def test_set_malformed(item):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, [item])
+
+
+def test_unknown_section_names_it_and_file(tmp_path):
+    path = write(tmp_path / "bad.yaml", "modle:\n  hidden: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "modle" in str(e.value)
+    assert str(path) in str(e.value)
+
+
+def test_unknown_key_names_it_and_file(tmp_path):
+    path = write(tmp_path / "bad.yaml", "model:\n  hiden: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "model.hiden" in str(e.value)
+    assert str(path) in str(e.value)
+
+
+def test_unknown_key_in_set():
+    with pytest.raises(ConfigError, match=r"--set.*train\.nope"):
+        load_config(None, ["train.nope=1"])
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("model:\n  hidden: lots\n", "model.hidden"),
+        ("model:\n  hidden: 3.5\n", "model.hidden"),
+        ("train:\n  lr: fast\n", "train.lr"),
+        ("train:\n  progress: maybe\n", "train.progress"),
+        ("train:\n  betas: [0.9]\n", "train.betas"),
+        ("train:\n  betas: [0.9, x]\n", "train.betas"),
+    ],
+)
+def test_bad_type_names_section_key(tmp_path, text, where):
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert where in str(e.value)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("item", ["model.layers=two", "model.layers=true", "train.lr=false"])
+def test_bad_type_in_set(item):
+    with pytest.raises(ConfigError, match=item.split("=")[0].replace(".", r"\.")):
+        load_config(None, [item])
+
+
+def test_shipped_configs_load():
+    configs = sorted((Path(__file__).parents[1] / "attnmt" / "configs").glob("*.yaml"))
+    for path in configs:
+        load_config(path)
+
+
+def test_section_must_be_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="'model' must be a mapping"):
+        load_config(write(tmp_path / "bad.yaml", "model: 3\n"))
+    with pytest.raises(ConfigError, match="top level"):
+        load_config(write(tmp_path / "list.yaml", "- a\n- b\n"))
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="not found") as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+
+
+def test_invalid_yaml(tmp_path):
+    path = write(tmp_path / "broken.yaml", "model: [unclosed\n  hidden: : 3\n")
+    with pytest.raises(ConfigError, match="invalid YAML") as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+
+
+def test_dict_round_trip():
+    cfg = load_config(None, ["model.hidden=48", "train.betas=[0.8, 0.9]", "data.lowercase=true"])
+    raw = config_to_dict(cfg)
+    assert raw["train"]["betas"] == [0.8, 0.9]  # plain list: safe for YAML and weights_only
+    assert set(raw) == {"data", "model", "train", "decode"}
+    assert config_from_dict(raw) == cfg
+
+
+def test_save_config_loads_back_equal(tmp_path):
+    cfg = load_config(None, ["model.arch=transformer", "decode.beam=3", "train.lr=0.0005"])
+    path = tmp_path / "config.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left
+    save_config(Config(), path)  # overwrite in place
+    assert load_config(path) == Config()

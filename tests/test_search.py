@@ -1,0 +1,253 @@
+"""Greedy and beam search over the model interface: equivalences, termination, ranking."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import Tensor
+
+from attnmt.model import BOS_ID, EOS_ID, PAD_ID, EncoderOut, Seq2Seq, StepAttention
+from attnmt.rnn import RNNSeq2Seq
+from attnmt.search import beam_search, greedy_search, length_penalty, max_output_len
+
+V = 19
+
+
+def make_model(seed: int, **kw) -> RNNSeq2Seq:
+    torch.manual_seed(seed)
+    args = dict(src_vocab=V, tgt_vocab=V, emb_dim=16, hidden=16, dropout=0.0)
+    args.update(kw)
+    return RNNSeq2Seq(**args).eval()
+
+
+def sources(seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
+    seqs = [s + [EOS_ID] for s in seqs]
+    src = torch.full((len(seqs), max(map(len, seqs))), PAD_ID)
+    for i, s in enumerate(seqs):
+        src[i, : len(s)] = torch.tensor(s)
+    return src, src != PAD_ID
+
+
+SRC = [[5, 6, 7, 8, 9, 10, 11], [12], [4, 13, 14, 15], [], [16, 17, 18, 4, 5]]
+
+
+class Wrapped(Seq2Seq):
+    """Delegates to a real model, then edits each step's log-probabilities."""
+
+    def __init__(self, inner: Seq2Seq, eos_bias: float):
+        super().__init__()
+        self.inner, self.eos_bias = inner, eos_bias
+
+    def encode(self, src, src_mask):
+        return self.inner.encode(src, src_mask)
+
+    def init_state(self, enc):
+        return self.inner.init_state(enc)
+
+    def decode_step(self, y_prev, state, enc):
+        logp, state, attn = self.inner.decode_step(y_prev, state, enc)
+        logp = logp.clone()
+        if self.eos_bias == -math.inf:
+            logp[:, EOS_ID] = -math.inf  # never ends
+        else:
+            logp[:, EOS_ID] += self.eos_bias
+            logp = torch.log_softmax(logp, -1)
+        return logp, state, attn
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_beam1_equals_greedy(seed, input_feeding):
+    model = make_model(seed, input_feeding=input_feeding, attention="additive")
+    src, src_mask = sources(SRC)
+    greedy = greedy_search(model, src, src_mask, max_len_a=1.5, max_len_b=4)
+    beam = beam_search(model, src, src_mask, 1, 1, 1.0, max_len_a=1.5, max_len_b=4)
+    for g, b in zip(greedy, beam):
+        assert len(g) == len(b) == 1
+        assert g[0].ids == b[0].ids
+        assert g[0].finished == b[0].finished
+        assert g[0].logprob == pytest.approx(b[0].logprob, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_greedy_independent_of_batch(seed):
+    model = make_model(seed)
+    src, src_mask = sources(SRC)
+    together = greedy_search(model, src, src_mask, 1.5, 4)
+    for i, s in enumerate(SRC):
+        alone = greedy_search(model, *sources([s]), 1.5, 4)[0][0]
+        assert alone.ids == together[i][0].ids
+        assert alone.finished == together[i][0].finished
+        assert torch.allclose(alone.attention, together[i][0].attention, atol=1e-5)
+    order = [4, 1, 3, 0, 2]
+    shuffled = greedy_search(model, *sources([SRC[i] for i in order]), 1.5, 4)
+    assert [shuffled[j][0].ids for j in range(5)] == [together[i][0].ids for i in order]
+
+
+def test_beam_independent_of_batch():
+    model = make_model(5)
+    src, src_mask = sources(SRC)
+    together = beam_search(model, src, src_mask, 3, 3, 1.0, 1.5, 4)
+    for i, s in enumerate(SRC):
+        alone = beam_search(model, *sources([s]), 3, 3, 1.0, 1.5, 4)[0]
+        assert [c.ids for c in alone] == [c.ids for c in together[i]]
+
+
+@pytest.mark.parametrize("a, b", [(1.5, 4), (0.0, 3), (2.0, 0)])
+def test_never_eos_stops_at_length_limit(a, b):
+    model = Wrapped(make_model(0), eos_bias=-math.inf)
+    src, src_mask = sources(SRC)
+    lens = src_mask.sum(1).tolist()
+    greedy = greedy_search(model, src, src_mask, a, b)
+    beam = beam_search(model, src, src_mask, 3, 2, 1.0, a, b)
+    for i, n in enumerate(lens):
+        limit = max_output_len(n, a, b)
+        for c in greedy[i] + beam[i]:
+            assert len(c.ids) == limit
+            assert not c.finished
+            assert EOS_ID not in c.ids and BOS_ID not in c.ids
+            assert c.attention.shape == (limit, n)  # no <eos> step
+        assert len(beam[i]) == 2
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_always_eos_first_gives_empty_output(beam):
+    model = Wrapped(make_model(0), eos_bias=20.0)
+    src, src_mask = sources(SRC)
+    lens = src_mask.sum(1).tolist()
+    found = (
+        greedy_search(model, src, src_mask, 1.5, 4)
+        if beam == 1
+        else beam_search(model, src, src_mask, beam, 1, 1.0, 1.5, 4)
+    )
+    for i, cands in enumerate(found):
+        best = cands[0]
+        assert best.ids == [] and best.finished
+        assert best.attention.shape == (1, lens[i])  # the <eos> step only
+        assert best.logprob <= 0 and best.logprob > -0.01
+
+
+def test_beam_nbest_sorted_and_valid():
+    model = make_model(7)
+    src, src_mask = sources(SRC)
+    lens = src_mask.sum(1).tolist()
+    for alpha in (0.0, 1.0):
+        found = beam_search(model, src, src_mask, 4, 4, alpha, 2.0, 6)
+        for i, cands in enumerate(found):
+            assert len(cands) == 4
+            scores = [c.score for c in cands]
+            assert scores == sorted(scores, reverse=True)
+            assert len({tuple(c.ids) for c in cands}) == 4  # distinct hypotheses
+            for c in cands:
+                steps = len(c.ids) + (1 if c.finished else 0)
+                assert c.score == pytest.approx(c.logprob / length_penalty(steps, alpha))
+                assert all(t not in (PAD_ID, BOS_ID, EOS_ID) for t in c.ids)
+                assert c.attention.shape == (steps, lens[i])
+                assert torch.allclose(c.attention.sum(-1), torch.ones(steps), atol=1e-5)
+
+
+def test_beam_logprob_matches_model():
+    """A candidate's logprob is the model's own score of that output (teacher-forced)."""
+    model = make_model(8)
+    src, src_mask = sources(SRC[:3])
+    found = beam_search(model, src, src_mask, 3, 3, 1.0, 2.0, 6)
+    for i, cands in enumerate(found):
+        for c in cands:
+            tgt = [BOS_ID] + c.ids
+            out = c.ids + [EOS_ID] if c.finished else c.ids
+            s, m = sources([SRC[i]])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(s, m, torch.tensor([tgt])), -1)[0]
+            total = sum(float(logp[t, y]) for t, y in enumerate(out))
+            assert c.logprob == pytest.approx(total, abs=1e-4)
+
+
+@pytest.mark.parametrize("beam, n_best", [(2, 3), (0, 1), (3, 0)])
+def test_nbest_validation(beam, n_best):
+    src, src_mask = sources(SRC)
+    with pytest.raises(ValueError, match="n_best"):
+        beam_search(make_model(0), src, src_mask, beam, n_best, 1.0, 1.5, 4)
+
+
+def test_length_penalty_formula():
+    assert length_penalty(1, 1.0) == pytest.approx(1.0)  # (5 + 1) / 6
+    assert length_penalty(7, 1.0) == pytest.approx(2.0)
+    assert length_penalty(7, 0.5) == pytest.approx(math.sqrt(2.0))
+    assert length_penalty(30, 0.0) == 1.0
+    assert length_penalty(10, 1.0) > length_penalty(5, 1.0)
+
+
+def test_max_output_len():
+    assert max_output_len(10, 1.5, 10) == 25
+    assert max_output_len(3, 0.5, 0) == 1
+    assert max_output_len(0, 0.0, 0) == 1  # never zero steps
+
+
+# A scripted model: the next-token distribution is a function of the output prefix, so the
+# whole search tree is known and the right answer can be worked out by hand.
+A, B, C, D = 4, 5, 6, 7
+SV = 8
+SCRIPT = {
+    (): {A: 0.50, B: 0.45},
+    (A,): {EOS_ID: 0.95},  # "a" ends at step 2 as the best-scoring candidate so far
+    (B,): {C: 0.98},
+    (B, C): {EOS_ID: 0.98},  # "b c" ends one step later with a lower raw log-prob
+}
+DEFAULT = {EOS_ID: 0.9}  # off-script prefixes end soon
+
+
+@dataclass
+class ScriptState:
+    prefix: Tensor  # (B, t) tokens read so far, <bos> first
+
+
+class Scripted(Seq2Seq):
+    def encode(self, src, src_mask):
+        return EncoderOut(memory=torch.zeros(*src.shape, 1), src_mask=src_mask)
+
+    def init_state(self, enc):
+        return ScriptState(prefix=torch.empty(enc.memory.size(0), 0, dtype=torch.long))
+
+    def decode_step(self, y_prev, state, enc):
+        prefix = torch.cat([state.prefix, y_prev.unsqueeze(1)], 1)  # (B, t+1)
+        rows = []
+        for row in prefix.tolist():
+            probs = SCRIPT.get(tuple(row[1:]), DEFAULT)
+            rest = [t for t in range(EOS_ID, SV) if t not in probs]
+            p = torch.zeros(SV)
+            for t, q in probs.items():
+                p[t] = q
+            p[rest] = (1.0 - sum(probs.values())) / len(rest)  # pad and <bos> stay impossible
+            rows.append(p.log())
+        mask = enc.src_mask.float()
+        weights = (mask / mask.sum(1, keepdim=True)).view(mask.size(0), 1, 1, -1)
+        scores = torch.zeros_like(weights).masked_fill(weights == 0, -math.inf)
+        return torch.stack(rows), ScriptState(prefix), StepAttention(weights, scores)
+
+
+def test_scripted_beam_keeps_searching_after_top_hypothesis_ends():
+    src, src_mask = sources([[9], [9, 9, 9]])
+    lp_a = math.log(0.50) + math.log(0.95)
+    lp_bc = math.log(0.45) + math.log(0.98) + math.log(0.98)
+    assert lp_a > lp_bc  # raw log-prob prefers the short output ...
+    assert lp_bc / length_penalty(3, 2.0) > lp_a / length_penalty(2, 2.0)  # ... alpha=2 not
+
+    raw = beam_search(Scripted(), src, src_mask, 2, 2, 0.0, 5.0, 5)
+    normed = beam_search(Scripted(), src, src_mask, 2, 2, 2.0, 5.0, 5)
+    for cands in raw:
+        assert [c.ids for c in cands] == [[A], [B, C]]
+        assert all(c.finished for c in cands)  # K finished hypotheses, not one
+        assert cands[0].logprob == pytest.approx(lp_a, abs=1e-5)
+        assert cands[1].logprob == pytest.approx(lp_bc, abs=1e-5)
+    for cands in normed:
+        # The longer hypothesis ended after the top one, and still wins on normalised score.
+        assert [c.ids for c in cands] == [[B, C], [A]]
+        assert cands[0].score == pytest.approx(lp_bc / length_penalty(3, 2.0), abs=1e-5)
+        assert cands[0].attention.shape == (3, cands[0].attention.size(1))
+    assert [c.attention.size(1) for c in normed[0] + normed[1]] == [2, 2, 4, 4]
+
+    greedy = greedy_search(Scripted(), src, src_mask, 5.0, 5)
+    assert [g[0].ids for g in greedy] == [[A], [A]]  # greedy cannot see past step 2
