@@ -116,9 +116,11 @@ class BucketBatcher:
         if self.shuffle:
             rng.shuffle(batches)
         if world > 1:
-            # Every rank must take the same number of steps, or DDP's all-reduce would hang.
-            per_rank = len(batches) // world
-            batches = batches[rank * per_rank : (rank + 1) * per_rank]
+            # Interleaved shards: step i of rank r trains on batch i*world + r, so the ranks
+            # together see what one process with accum=world would. Every rank must take the
+            # same number of steps, or DDP's all-reduce would hang: the remainder is dropped.
+            usable = len(batches) - len(batches) % world
+            batches = batches[rank:usable:world]
         return batches
 
     def batch(self, indices: list[int]) -> Batch:

@@ -360,7 +360,14 @@ def train(cfg: Config, log: Any = print) -> Path:
 
             if progress.step % t.log_every == 0 or progress.step == t.max_steps:
                 now = time.time()
-                tps = tokens_since * world / max(1e-9, now - time_since)
+                if world > 1:
+                    # Log the global loss and throughput, not rank 0's share of them.
+                    sums = torch.tensor(
+                        [loss_sum, loss_tokens, tokens_since], dtype=torch.float64, device=device
+                    )
+                    dist.all_reduce(sums)
+                    loss_sum, loss_tokens, tokens_since = sums.tolist()
+                tps = tokens_since / max(1e-9, now - time_since)
                 mean_loss = loss_sum / max(1, loss_tokens)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
                 write_log(

@@ -86,8 +86,15 @@ class Translator:
                 f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})"
             )
         results: list[list[Hypothesis]] = [[] for _ in texts]
+        for i, text in enumerate(texts):
+            if not text.strip():
+                # Nothing to translate gives nothing: no model call, certainty 1 (logprob 0).
+                attention = [[1.0]] if with_attention else None
+                results[i] = [Hypothesis("", [], [], 0.0, 0.0, ["<eos>"], attention, True)]
         # Sort by length so each batch pads little; results go back to input order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = sorted(
+            (i for i in range(len(texts)) if not results[i]), key=lambda i: len(texts[i])
+        )
         for start in range(0, len(order), dc.batch_size):
             chunk = order[start : start + dc.batch_size]
             src, src_mask, pieces = self.encode_sources([texts[i] for i in chunk])

@@ -94,6 +94,8 @@ def test_empty_and_unknown_input():
     found = tr.translate(["", "   ", "😀 xyzzy"], beam=2, n_best=1)
     assert found[0][0].src_tokens == ["<eos>"]
     assert found[1][0].src_tokens == ["<eos>"]
+    assert found[0][0].text == found[1][0].text == ""  # nothing to translate gives nothing
+    assert found[0][0].finished and found[0][0].logprob == 0.0
     assert found[2][0].src_tokens == ["<unk>", "<unk>", "<eos>"]
     assert all(isinstance(n[0].text, str) for n in found)
     assert tr.translate([]) == []
