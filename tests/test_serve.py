@@ -1,0 +1,344 @@
+"""The HTTP server (attnmt/serve.py) against a real uvicorn on 127.0.0.1 and a real tiny model.
+
+The model is the session's tiny model (``tiny_run`` in conftest.py: a few steps of the real
+``train(cfg)`` on a toy corpus); test_web.py reuses the helpers defined here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from attnmt.serve import ServeLimits, create_app, serve
+from attnmt.translate import Translator
+
+POISON = "__poison__"  # CountingTranslator raises ValueError for a batch containing this
+SLOW = "__slow__"  # CountingTranslator sleeps for a batch containing this
+
+# Sentences in the style of the session's tiny corpus (tests/conftest.py: tiny_run).
+SENTENCES = [
+    f"{s} {v} {o}."
+    for s in ("I", "You", "We", "They")
+    for v in ("eat", "see", "want")
+    for o in ("apples", "bread", "the dog", "a car")
+]
+
+
+def tiny_model_path(request: pytest.FixtureRequest) -> Path:
+    """last.pt of the session's tiny model, trained once through the real ``train(cfg)``."""
+    if importlib.util.find_spec("attnmt.corpus") is None:
+        # train.py needs corpus.py; until it exists, an untrained model stands in (the server's
+        # behaviour does not depend on translation quality).
+        return _untrained(request.getfixturevalue("tmp_path_factory"))
+    return Path(request.getfixturevalue("tiny_run")) / "last.pt"
+
+
+def _untrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised tiny LSTM checkpoint, built through build_model + WordTokenizer."""
+    import torch
+
+    from attnmt.config import Config, config_to_dict
+    from attnmt.model import CHECKPOINT_FORMAT, atomic_save, build_model
+    from attnmt.tokenizer import WordTokenizer
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model.hidden = cfg.model.emb_dim = 32
+    cfg.decode.beam = 3
+    tok = WordTokenizer.train(SENTENCES + ["Yo veo el perro ."], 200)
+    model = build_model(cfg.model, tok.vocab_size, tok.vocab_size)
+    path = tmp_path_factory.mktemp("untrained") / "last.pt"
+    ckpt = {"format": CHECKPOINT_FORMAT, "config": config_to_dict(cfg), "model": model.state_dict(),
+            "src_tokenizer": tok.to_dict(), "tgt_tokenizer": tok.to_dict()}  # fmt: skip
+    atomic_save(ckpt, path)
+    return path
+
+
+class CountingTranslator:
+    """A real Translator that counts ``translate`` calls and misbehaves on marker inputs."""
+
+    def __init__(self, inner: Translator, delay_s: float = 1.0):
+        self.inner, self.delay_s = inner, delay_s
+        self.calls = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def translate(self, texts, beam=None, n_best=None, with_attention=False):
+        self.calls += 1
+        if any(POISON in t for t in texts):
+            raise ValueError("this input is poisoned")
+        if any(SLOW in t for t in texts):
+            time.sleep(self.delay_s)
+        return self.inner.translate(texts, beam, n_best, with_attention)
+
+
+class LiveServer:
+    """uvicorn.Server in a thread on an already-bound loopback socket (no port race)."""
+
+    def __init__(self, app):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+LIMITS = ServeLimits(
+    max_chars=200, max_sentences=8, max_beam=6, timeout_s=60, batch_window_ms=30,
+    max_batch_sentences=64, max_body_bytes=20_000,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def translator(request: pytest.FixtureRequest) -> CountingTranslator:
+    return CountingTranslator(Translator.from_checkpoint(tiny_model_path(request)))
+
+
+@pytest.fixture(scope="module")
+def client(translator):
+    with LiveServer(create_app(translator, LIMITS)) as live:
+        with httpx.Client(base_url=live.url, timeout=60) as c:
+            yield c
+
+
+def expected(translator: CountingTranslator, texts: list[str], beam: int = 3) -> list[str]:
+    """What the model itself says, bypassing the server (and the call counter)."""
+    return [h[0].text for h in translator.inner.translate(texts, beam=beam, n_best=1)]
+
+
+def test_server_binds_loopback_by_default():
+    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
+
+
+def test_translate_single_and_list(client, translator):
+    r = client.post("/v1/translate", json={"text": SENTENCES[0]})
+    assert r.status_code == 200, r.text
+    (one,) = r.json()["translations"]
+    assert one["text"] == expected(translator, [SENTENCES[0]])[0]
+    assert isinstance(one["score"], float) and one["alternatives"] == []
+    assert "attention" not in one
+
+    r = client.post("/v1/translate", json={"text": SENTENCES[:4], "beam": 1})
+    assert r.status_code == 200, r.text
+    got = [t["text"] for t in r.json()["translations"]]
+    assert got == expected(translator, SENTENCES[:4], beam=1)
+
+
+def test_translate_n_best_and_attention(client):
+    r = client.post(
+        "/v1/translate", json={"text": SENTENCES[3], "beam": 4, "n_best": 3, "attention": True}
+    )
+    assert r.status_code == 200, r.text
+    t = r.json()["translations"][0]
+    assert len(t["alternatives"]) == 2
+    assert all(t["score"] >= a["score"] for a in t["alternatives"])  # best first
+    att = t["attention"]
+    assert att["src_tokens"][-1] == "<eos>"
+    assert len(att["weights"]) == len(att["tgt_tokens"]) >= 1
+    for row in att["weights"]:
+        assert len(row) == len(att["src_tokens"])
+        assert sum(row) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_explain(client):
+    r = client.post("/v1/explain", json={"text": SENTENCES[1], "top_k": 3})
+    assert r.status_code == 200, r.text
+    trace = r.json()
+    assert trace["src_tokens"][-1] == "<eos>" and trace["steps"]
+    assert trace["stopped_by"] in ("eos", "length_limit")
+    for i, step in enumerate(trace["steps"], 1):
+        assert step["step"] == i
+        assert sum(step["weights"]) == pytest.approx(1.0, abs=1e-3)
+        assert len(step["scores"]) == len(trace["src_tokens"])
+        assert 1 <= len(step["top_k"]) <= 3
+    assert trace["steps"][0]["input_token"] == "<bos>"
+
+
+def test_health_openapi_page(client, translator):
+    h = client.get("/health").json()
+    assert h["status"] == "ok"
+    assert h["model"]["arch"] == "lstm"
+    assert h["model"]["src_vocab"] == translator.src_tok.vocab_size
+    assert h["model"]["tgt_vocab"] == translator.tgt_tok.vocab_size
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/translate", "/v1/explain", "/health", "/translate", "/languages"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="translate-btn"' in page.text
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_libretranslate_json_and_forms(client, translator):
+    want = expected(translator, SENTENCES[:2])
+    base = {"source": "en", "target": "es", "format": "text", "api_key": "ignored"}
+    r = client.post("/translate", json={"q": SENTENCES[0], **base})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"translatedText": want[0]}
+
+    r = client.post("/translate", json={"q": SENTENCES[:2], **base})
+    assert r.json() == {"translatedText": want}
+
+    r = client.post("/translate", data={"q": SENTENCES[0], **base})  # urlencoded form
+    assert r.json() == {"translatedText": want[0]}
+    r = client.post("/translate", data={"q": SENTENCES[:2], **base})  # repeated q = a list
+    assert r.json() == {"translatedText": want}
+    r = client.post(  # multipart form
+        "/translate",
+        files={"q": (None, SENTENCES[1]), "source": (None, "en"), "target": (None, "es")},
+    )
+    assert r.json() == {"translatedText": want[1]}
+
+    r = client.post("/translate", json={"q": SENTENCES[0], "alternatives": 2, **base})
+    body = r.json()
+    assert body["translatedText"] == want[0] and isinstance(body["alternatives"], list)
+    assert want[0] not in body["alternatives"]
+    r = client.post("/translate", json={"q": SENTENCES[:2], "alternatives": 1, **base})
+    assert len(r.json()["alternatives"]) == 2
+
+    r = client.post("/translate", json={"q": SENTENCES[0], "source": "auto", "target": "es"})
+    assert r.json()["detectedLanguage"]["language"] == "en"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"q": "hello", "source": "fr", "target": "es"},
+        {"q": "hello", "source": "en", "target": "de"},
+        {"source": "en", "target": "es"},
+        {"q": "hello", "source": "en"},
+        {"q": "hello", "source": "en", "target": "es", "format": "pdf"},
+        {"q": "hello", "source": "en", "target": "es", "alternatives": "many"},
+        {"q": 5, "source": "en", "target": "es"},
+        {"q": "hello", "source": "en", "target": "es", "alternatives": -1},
+    ],
+)
+def test_libretranslate_errors(client, body):
+    r = client.post("/translate", json=body)
+    assert r.status_code == 400
+    assert isinstance(r.json()["error"], str)
+
+
+def test_libretranslate_languages(client):
+    langs = client.get("/languages").json()
+    assert langs[0] == {"code": "en", "name": "English", "targets": ["es"]}
+    assert langs[1]["code"] == "es"
+
+
+@pytest.mark.parametrize(
+    "payload, status, field",
+    [
+        ({"text": "a" * (LIMITS.max_chars + 1)}, 413, "text"),
+        ({"text": ["a b ."] * (LIMITS.max_sentences + 1)}, 413, "text"),
+        ({"text": ["ok .", "b" * (LIMITS.max_chars + 1)]}, 413, "text[1]"),
+        ({"text": []}, 422, "text"),
+        ({"text": 5}, 422, "text"),
+        ({"text": ["ok", 7]}, 422, "text"),
+        ({}, 422, "text"),
+        ({"text": "ok", "beam": "3"}, 422, "beam"),
+        ({"text": "ok", "beam": 0}, 422, "beam"),
+        ({"text": "ok", "beam": LIMITS.max_beam + 1}, 422, "beam"),
+        ({"text": "ok", "beam": 2, "n_best": 3}, 422, "n_best"),
+        ({"text": "ok", "n_best": 0}, 422, "n_best"),
+        ({"text": "ok", "attention": "yes"}, 422, "attention"),
+        ({"text": "ok", "colour": "blue"}, 422, "colour"),
+    ],
+)
+def test_bad_translate_requests(client, payload, status, field):
+    r = client.post("/v1/translate", json=payload)
+    assert r.status_code == status, r.text
+    assert field in r.json()["detail"]
+
+
+def test_malformed_and_oversized_bodies(client):
+    r = client.post(
+        "/v1/translate", content=b'{"text": ', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    r = client.post("/v1/translate", json={"text": "x" * (LIMITS.max_body_bytes + 1)})
+    assert r.status_code == 413 and "body" in r.json()["detail"]
+    r = client.post("/v1/explain", json={"text": "a" * (LIMITS.max_chars + 1)})
+    assert r.status_code == 413
+    r = client.post("/v1/explain", json={"text": "ok", "top_k": 0})
+    assert r.status_code == 422 and "top_k" in r.json()["detail"]
+    assert client.get("/v1/translate").status_code == 405
+    assert client.get("/no/such/page").json()["detail"]
+
+
+def test_concurrent_requests_are_micro_batched(client, translator):
+    texts = [SENTENCES[i % len(SENTENCES)] for i in range(16)]
+    want = dict(zip(texts, expected(translator, texts)))
+    calls_before = translator.calls
+    barrier = threading.Barrier(len(texts))
+
+    def one(text: str) -> httpx.Response:
+        barrier.wait()
+        return client.post("/v1/translate", json={"text": text})
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        responses = list(pool.map(one, texts))
+    assert [r.status_code for r in responses] == [200] * len(texts)
+    assert [r.json()["translations"][0]["text"] for r in responses] == [want[t] for t in texts]
+    assert translator.calls - calls_before < len(texts)
+
+
+def test_failing_request_does_not_fail_its_batch(client, translator):
+    texts = SENTENCES[:12]
+    want = expected(translator, texts)
+    payloads = [{"text": t} for t in texts]
+    payloads.insert(6, {"text": f"I see {POISON}."})  # fails inside the translator
+    payloads.insert(3, {"text": "z" * (LIMITS.max_chars + 5)})  # rejected before batching
+    barrier = threading.Barrier(len(payloads))
+
+    def one(payload: dict) -> httpx.Response:
+        barrier.wait()
+        return client.post("/v1/translate", json=payload)
+
+    with ThreadPoolExecutor(len(payloads)) as pool:
+        responses = list(pool.map(one, payloads))
+    bad = {3: 413, 7: 422}
+    for i, r in enumerate(responses):
+        assert r.status_code == bad.get(i, 200), r.text
+    good = [r.json()["translations"][0]["text"] for i, r in enumerate(responses) if i not in bad]
+    assert good == want
+    assert "poisoned" in responses[7].json()["detail"]
+
+
+def test_timeout_gives_503(translator):
+    slow = CountingTranslator(translator.inner, delay_s=1.5)
+    limits = ServeLimits(timeout_s=0.3, batch_window_ms=1)
+    with LiveServer(create_app(slow, limits)) as live, httpx.Client(base_url=live.url) as c:
+        r = c.post("/v1/translate", json={"text": f"I see {SLOW}."})
+        assert r.status_code == 503
+        assert "timed out" in r.json()["detail"]
+        # The server keeps working once the slow call has finished.
+        time.sleep(1.5)
+        assert c.post("/v1/translate", json={"text": SENTENCES[0]}).status_code == 200
