@@ -100,6 +100,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     results = tr.translate(lines, beam=beam, n_best=n_best)
     out = []
     for hyps in results:
+        # Exactly n_best lines per input keep the output aligned with the input, even when a
+        # search found fewer distinct hypotheses (e.g. for an empty line): repeat the last one.
+        hyps = hyps + hyps[-1:] * (n_best - len(hyps))
         for h in hyps:
             out.append(f"{h.score:.4f}\t{h.text}" if args.scores else h.text)
     text = "".join(line + "\n" for line in out)
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train (or resume) a model from a YAML config")
-    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); default: all defaults")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -271,11 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from attnmt.config import ConfigError
+    from attnmt.download import DownloadError
     from attnmt.model import CheckpointError
 
     user_errors: tuple[type[BaseException], ...] = (
         ConfigError,
         CheckpointError,
+        DownloadError,
         ValueError,
         FileNotFoundError,
     )

@@ -43,5 +43,5 @@ def run_demo(out_dir: str, overrides: list[str], config_path: str) -> int:
     heatmap = plot_attention(trace, Path(run) / "attention.png")
     curves = plot_training(run)
     print(f"\nattention heatmap: {heatmap}\ntraining curves:   {curves}")
-    print(f"try: attnmt translate --model {run / 'best.pt'} <<< \"{sentence}\"")
+    print(f'try: attnmt translate --model {run / "best.pt"} <<< "{sentence}"')
     return 0

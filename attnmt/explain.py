@@ -93,6 +93,9 @@ def explain(translator: Translator, text: str, top_k: int = 5) -> Trace:
     """Greedy-decode ``text`` one step at a time and record what every step saw and chose."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not text.strip():
+        # translate() answers "" without decoding; there are no steps to show.
+        raise ValueError("nothing to explain: the text is empty")
     model, tgt_tok, dc = translator.model, translator.tgt_tok, translator.cfg.decode
     src, src_mask, pieces = translator.encode_sources([text])  # (1, S), (1, S)
     src_tokens = pieces[0]

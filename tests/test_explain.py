@@ -79,7 +79,12 @@ def translator() -> Translator:
     return make_translator()
 
 
-@pytest.mark.parametrize("text", ["Let's go.", "Run!", "I see.", "unknown words here", ""])
+def test_empty_text_is_rejected(translator):
+    with pytest.raises(ValueError, match="empty"):
+        explain(translator, "   ")
+
+
+@pytest.mark.parametrize("text", ["Let's go.", "Run!", "I see.", "unknown words here"])
 def test_trace_equals_greedy_translation(translator, text):
     trace = explain(translator, text)
     hyp = translator.translate([text], beam=1)[0][0]
