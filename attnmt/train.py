@@ -370,6 +370,12 @@ def train(cfg: Config, log: Any = print) -> Path:
                 tps = tokens_since / max(1e-9, now - time_since)
                 mean_loss = loss_sum / max(1, loss_tokens)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
+                if t.max_minutes:
+                    # When the time budget binds first, size the bar by it so the ETA is true.
+                    left_s = t.max_minutes * 60 - (now - start)
+                    steps_per_s = progress.step / max(1e-9, now - start)
+                    bar.total = int(min(t.max_steps, progress.step + steps_per_s * left_s))
+                    bar.refresh()
                 write_log(
                     {"kind": "train", "step": progress.step, "epoch": progress.epoch,
                      "loss": mean_loss, "lr": lr, "tokens_per_s": tps,
