@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
+
+from attnmt.model import Seq2Seq
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -70,3 +74,30 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         None, [f"data.corpus={corpus}", f"train.out_dir={tmp / 'run'}", *TINY_OVERRIDES]
     )
     return train(cfg, log=lambda *_: None)
+
+
+class EosBiased(Seq2Seq):
+    """Wraps any model and shifts the log-probability of <eos> at every step, then renormalises.
+
+    ``eos_bias=-inf`` gives a model that never ends (only the length limit stops it); a large
+    positive bias gives one that ends at once.
+    """
+
+    def __init__(self, inner: Seq2Seq, eos_bias: float):
+        super().__init__()
+        self.inner, self.eos_bias = inner, eos_bias
+
+    def encode(self, src, src_mask):
+        return self.inner.encode(src, src_mask)
+
+    def init_state(self, enc):
+        return self.inner.init_state(enc)
+
+    def decode_step(self, y_prev, state, enc):
+        logp, state, attn = self.inner.decode_step(y_prev, state, enc)
+        logp = logp.clone()
+        if self.eos_bias == -math.inf:
+            logp[:, self.eos_id] = -math.inf
+        else:
+            logp[:, self.eos_id] += self.eos_bias
+        return torch.log_softmax(logp, dim=-1), state, attn  # (B, V) renormalised

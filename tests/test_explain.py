@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import math
 
 import pytest
 import torch
@@ -11,9 +11,10 @@ import torch
 from attnmt.config import Config
 from attnmt.data import make_batch
 from attnmt.explain import explain, plot_attention, render_table
-from attnmt.model import Seq2Seq, build_model
+from attnmt.model import build_model
 from attnmt.tokenizer import WordTokenizer
 from attnmt.translate import Translator
+from tests.conftest import EosBiased
 
 PAIRS = [
     ("Let's go.", "Vamos."),
@@ -24,10 +25,6 @@ PAIRS = [
     ("I go.", "Voy."),
 ]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# train.py (behind the tiny_run fixture) needs corpus.py, which is still being written.
-needs_train = pytest.mark.skipif(
-    importlib.util.find_spec("attnmt.corpus") is None, reason="attnmt.corpus not written yet"
-)
 
 
 def make_translator(arch: str = "lstm", train_steps: int = 60) -> Translator:
@@ -52,26 +49,6 @@ def make_translator(arch: str = "lstm", train_steps: int = 60) -> Translator:
         loss.backward()
         opt.step()
     return Translator(model, src_tok, tgt_tok, cfg)
-
-
-class NoEos(Seq2Seq):
-    """Wraps any model so that <eos> is impossible: decoding can only end at the length limit."""
-
-    def __init__(self, inner: Seq2Seq):
-        super().__init__()
-        self.inner = inner
-
-    def encode(self, src, src_mask):
-        return self.inner.encode(src, src_mask)
-
-    def init_state(self, enc):
-        return self.inner.init_state(enc)
-
-    def decode_step(self, y_prev, state, enc):
-        logp, state, attn = self.inner.decode_step(y_prev, state, enc)
-        logp = logp.clone()
-        logp[:, self.eos_id] = float("-inf")
-        return torch.log_softmax(logp, dim=-1), state, attn  # (B, V) renormalised
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +119,10 @@ def test_length_limit(translator):
     from attnmt.search import max_output_len
 
     stuck = Translator(
-        NoEos(translator.model), translator.src_tok, translator.tgt_tok, translator.cfg
+        EosBiased(translator.model, -math.inf),
+        translator.src_tok,
+        translator.tgt_tok,
+        translator.cfg,
     )
     trace = explain(stuck, "Let's go.")
     dc = translator.cfg.decode
@@ -201,7 +181,6 @@ def test_plot_attention_png_and_svg(translator, tmp_path):
         plot_attention(hyp, tmp_path / "x.png", per_head=True)
 
 
-@needs_train
 def test_explain_from_checkpoint(tiny_run):
     tr = Translator.from_checkpoint(tiny_run)
     text = "We see the dog."
@@ -210,10 +189,6 @@ def test_explain_from_checkpoint(tiny_run):
     assert trace.source_text == text and render_table(trace).startswith("Source tokens: ")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("attnmt.transformer") is None,
-    reason="attnmt.transformer not written yet",
-)
 def test_transformer_trace_per_layer_and_head(tmp_path):
     tr = make_translator("transformer", train_steps=20)
     trace = explain(tr, "Let's go.")

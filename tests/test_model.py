@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from dataclasses import dataclass
 
@@ -82,19 +81,7 @@ def tiny_cfg(**kw) -> ModelConfig:
     return ModelConfig(**base)
 
 
-@pytest.mark.parametrize(
-    "arch",
-    [
-        "lstm",
-        pytest.param(
-            "transformer",
-            marks=pytest.mark.skipif(
-                importlib.util.find_spec("attnmt.transformer") is None,
-                reason="attnmt/transformer.py not present",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
 def test_build_model(arch):
     torch.manual_seed(0)
     model = build_model(tiny_cfg(arch=arch), src_vocab=11, tgt_vocab=13)

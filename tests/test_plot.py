@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -10,10 +9,6 @@ import pytest
 from attnmt.plot import plot_training, read_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# train.py (behind the tiny_run fixture) needs corpus.py, which is still being written.
-needs_train = pytest.mark.skipif(
-    importlib.util.find_spec("attnmt.corpus") is None, reason="attnmt.corpus not written yet"
-)
 
 
 def write_log(run_dir, steps: int = 30, resumed: bool = False) -> None:
@@ -81,7 +76,6 @@ def test_unknown_kind_is_kept_but_not_an_error(tmp_path):
     assert plot_training(tmp_path).exists()
 
 
-@needs_train
 def test_plot_real_training_log(tiny_run):
     out = plot_training(tiny_run, tiny_run.parent / "real_curves.png")
     assert out.read_bytes()[:8] == PNG_MAGIC

@@ -12,6 +12,7 @@ from torch import Tensor
 from attnmt.model import BOS_ID, EOS_ID, PAD_ID, EncoderOut, Seq2Seq, StepAttention
 from attnmt.rnn import RNNSeq2Seq
 from attnmt.search import beam_search, greedy_search, length_penalty, max_output_len
+from tests.conftest import EosBiased
 
 V = 19
 
@@ -32,30 +33,6 @@ def sources(seqs: list[list[int]]) -> tuple[Tensor, Tensor]:
 
 
 SRC = [[5, 6, 7, 8, 9, 10, 11], [12], [4, 13, 14, 15], [], [16, 17, 18, 4, 5]]
-
-
-class Wrapped(Seq2Seq):
-    """Delegates to a real model, then edits each step's log-probabilities."""
-
-    def __init__(self, inner: Seq2Seq, eos_bias: float):
-        super().__init__()
-        self.inner, self.eos_bias = inner, eos_bias
-
-    def encode(self, src, src_mask):
-        return self.inner.encode(src, src_mask)
-
-    def init_state(self, enc):
-        return self.inner.init_state(enc)
-
-    def decode_step(self, y_prev, state, enc):
-        logp, state, attn = self.inner.decode_step(y_prev, state, enc)
-        logp = logp.clone()
-        if self.eos_bias == -math.inf:
-            logp[:, EOS_ID] = -math.inf  # never ends
-        else:
-            logp[:, EOS_ID] += self.eos_bias
-            logp = torch.log_softmax(logp, -1)
-        return logp, state, attn
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -98,7 +75,7 @@ def test_beam_independent_of_batch():
 
 @pytest.mark.parametrize("a, b", [(1.5, 4), (0.0, 3), (2.0, 0)])
 def test_never_eos_stops_at_length_limit(a, b):
-    model = Wrapped(make_model(0), eos_bias=-math.inf)
+    model = EosBiased(make_model(0), eos_bias=-math.inf)
     src, src_mask = sources(SRC)
     lens = src_mask.sum(1).tolist()
     greedy = greedy_search(model, src, src_mask, a, b)
@@ -115,7 +92,7 @@ def test_never_eos_stops_at_length_limit(a, b):
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_always_eos_first_gives_empty_output(beam):
-    model = Wrapped(make_model(0), eos_bias=20.0)
+    model = EosBiased(make_model(0), eos_bias=20.0)
     src, src_mask = sources(SRC)
     lens = src_mask.sum(1).tolist()
     found = (

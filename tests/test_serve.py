@@ -6,7 +6,6 @@ The model is the session's tiny model (``tiny_run`` in conftest.py: a few steps 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import socket
 import threading
@@ -35,32 +34,7 @@ SENTENCES = [
 
 def tiny_model_path(request: pytest.FixtureRequest) -> Path:
     """last.pt of the session's tiny model, trained once through the real ``train(cfg)``."""
-    if importlib.util.find_spec("attnmt.corpus") is None:
-        # train.py needs corpus.py; until it exists, an untrained model stands in (the server's
-        # behaviour does not depend on translation quality).
-        return _untrained(request.getfixturevalue("tmp_path_factory"))
     return Path(request.getfixturevalue("tiny_run")) / "last.pt"
-
-
-def _untrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised tiny LSTM checkpoint, built through build_model + WordTokenizer."""
-    import torch
-
-    from attnmt.config import Config, config_to_dict
-    from attnmt.model import CHECKPOINT_FORMAT, atomic_save, build_model
-    from attnmt.tokenizer import WordTokenizer
-
-    torch.manual_seed(0)
-    cfg = Config()
-    cfg.model.hidden = cfg.model.emb_dim = 32
-    cfg.decode.beam = 3
-    tok = WordTokenizer.train(SENTENCES + ["Yo veo el perro ."], 200)
-    model = build_model(cfg.model, tok.vocab_size, tok.vocab_size)
-    path = tmp_path_factory.mktemp("untrained") / "last.pt"
-    ckpt = {"format": CHECKPOINT_FORMAT, "config": config_to_dict(cfg), "model": model.state_dict(),
-            "src_tokenizer": tok.to_dict(), "tgt_tokenizer": tok.to_dict()}  # fmt: skip
-    atomic_save(ckpt, path)
-    return path
 
 
 class CountingTranslator:
