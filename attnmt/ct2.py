@@ -45,7 +45,7 @@ from attnmt.model import UNK_ID, load_checkpoint
 from attnmt.search import length_penalty, max_output_len
 from attnmt.tokenizer import SPECIALS, Tokenizer, tokenizer_from_dict
 from attnmt.transformer import sinusoidal_encoding
-from attnmt.translate import Hypothesis, normalize_text
+from attnmt.translate import Hypothesis, check_search_options, normalize_text
 
 MAX_POSITIONS = 1024  # rows of the exported position table: longest source and output, in tokens
 TOKENIZERS_FILE = "attnmt_tokenizers.pt"  # {"src": dict, "tgt": dict} for tokenizer_from_dict
@@ -235,10 +235,7 @@ class CT2Translator:
         alpha = dc.length_penalty
         beam = dc.beam if beam is None else beam
         n_best = dc.n_best if n_best is None else n_best
-        if beam < 1 or not 1 <= n_best <= beam:
-            raise ValueError(
-                f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})"
-            )
+        check_search_options(beam, n_best)
         ids = [self.src_tok.encode(normalize_text(t, self.cfg.data.lowercase)) for t in texts]
         pieces = [[self.src_tok.id_to_piece(i) for i in s] for s in ids]
         # As in attnmt.search: the source length counts its <eos>, the limit counts output

@@ -32,6 +32,12 @@ class Hypothesis:
     finished: bool  # False when the output length limit stopped decoding
 
 
+def check_search_options(beam: int, n_best: int) -> None:
+    """The one validation of search options, shared by every engine."""
+    if beam < 1 or not 1 <= n_best <= beam:
+        raise ValueError(f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})")
+
+
 def normalize_text(text: str, lowercase: bool) -> str:
     """The same normalisation the corpus reader applies to training data."""
     text = " ".join(unicodedata.normalize("NFC", text).split())
@@ -81,10 +87,7 @@ class Translator:
         dc = self.cfg.decode
         beam = dc.beam if beam is None else beam
         n_best = dc.n_best if n_best is None else n_best
-        if beam < 1 or not 1 <= n_best <= beam:
-            raise ValueError(
-                f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})"
-            )
+        check_search_options(beam, n_best)
         results: list[list[Hypothesis]] = [[] for _ in texts]
         for i, text in enumerate(texts):
             if not text.strip():
