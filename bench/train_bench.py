@@ -77,8 +77,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from attnmt.corpus import read_corpus
 
+    from attnmt.corpus import read_corpus
     from attnmt.evaluate import evaluate
     from attnmt.translate import Translator
 
