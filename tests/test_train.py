@@ -84,6 +84,26 @@ def test_tiny_batch_overfits(tmp_path: Path) -> None:
     assert [r for r in records if r["kind"] == "train"][-1]["loss"] < 0.05
 
 
+def test_early_stopping_and_plateau_decay(tmp_path: Path) -> None:
+    """With lr 0 nothing can improve: the plateau schedule halves the lr after every validation
+    without a dev BLEU gain, and early stopping ends the run after `patience` of them."""
+    cfg = tiny_cfg(
+        tmp_path,
+        "train.lr=0",
+        "train.schedule=plateau",
+        "train.plateau_patience=1",
+        "train.plateau_factor=0.5",
+        "train.patience=2",
+        "train.eval_every=10",
+        "train.max_steps=100",
+    )
+    run = train(cfg, log=lambda *_: None)
+    progress = load_checkpoint(run / "last.pt")["progress"]
+    assert progress["step"] == 30  # best at step 10, no gain at 20 and 30 -> stop
+    assert progress["bad_evals"] == 2
+    assert progress["plateau_scale"] == pytest.approx(0.25)
+
+
 def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  hiden: 3\n")
@@ -97,15 +117,19 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, arch: str) -> None:
     """Kill a run with SIGKILL mid-training, start it again: same final weights."""
     corpus = write_tiny_tsv(tmp_path / "tiny.tsv")
     overrides = dict(o.split("=", 1) for o in TINY_OVERRIDES)
     overrides.update(
         {
             "data.corpus": str(corpus),
+            "model.arch": arch,
             "model.hidden": "128",
             "model.emb_dim": "64",
+            "model.ff_dim": "256",
+            "model.layers": "2",
             "model.dropout": "0.3",  # dropout draws random numbers: RNG state must resume too
             "train.max_steps": "200",
             "train.save_every": "4",
