@@ -32,17 +32,19 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len-b", type=int, help="output length limit a*src_len+b: b")
     p.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
 
 
 def _translator(args: argparse.Namespace):
     """The one inference path, with decode options from the command line applied."""
     import torch
 
+    from attnmt.train import pick_device
     from attnmt.translate import Translator
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tr = Translator.from_checkpoint(args.model)
+    tr = Translator.from_checkpoint(args.model, device=pick_device(args.device))
     dc = tr.cfg.decode
     for opt, key in [
         ("batch_size", "batch_size"),
@@ -160,6 +162,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from attnmt.serve import serve
+    from attnmt.train import pick_device
 
     serve(
         args.model,
@@ -167,6 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         src_lang=args.src_lang,
         tgt_lang=args.tgt_lang,
+        device=str(pick_device(args.device)),
     )
     return 0
 
@@ -252,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--src-lang", default="en", help="source language code (LibreTranslate API)")
     p.add_argument("--tgt-lang", default="es", help="target language code (LibreTranslate API)")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="export a Transformer to CTranslate2")
