@@ -179,3 +179,13 @@ def test_existing_out_dir_is_kept_on_failure(server, tmp_path):
     with pytest.raises(DownloadError):
         download_anki("deu-eng", tmp_path, base_url=server.url, progress=False)
     assert [p.name for p in Path(tmp_path).iterdir()] == ["keep.txt"]
+
+
+def test_cli_data_command(server, tmp_path, capsys):
+    from attnmt.cli import main
+
+    server.files["/anki/spa-eng.zip"] = make_zip({"spa.txt": SPA_TXT, "_about.txt": ABOUT})
+    assert main(["data", "spa-eng", "--out", str(tmp_path), "--base-url", server.url]) == 0
+    assert (tmp_path / "spa-eng" / "pairs.tsv").exists()
+    assert main(["data", "fra-eng", "--out", str(tmp_path), "--base-url", server.url]) == 2
+    assert "HTTP 404" in capsys.readouterr().err
