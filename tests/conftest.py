@@ -101,3 +101,19 @@ class EosBiased(Seq2Seq):
         else:
             logp[:, self.eos_id] += self.eos_bias
         return torch.log_softmax(logp, dim=-1), state, attn  # (B, V) renormalised
+
+
+def stepwise(model: Seq2Seq, src, src_mask, tgt_in):
+    """Feed ``tgt_in`` (B, T) through decode_step one position at a time.
+
+    Returns the (B, T, V) log-probs, the StepAttention of every step and the final state: what
+    the "teacher-forced forward == step-by-step decoding" tests compare against ``forward``.
+    """
+    enc = model.encode(src, src_mask)
+    state = model.init_state(enc)
+    logps, attns = [], []
+    for t in range(tgt_in.size(1)):
+        logp, state, attn = model.decode_step(tgt_in[:, t], state, enc)
+        logps.append(logp)
+        attns.append(attn)
+    return torch.stack(logps, 1), attns, state  # (B, T, V)

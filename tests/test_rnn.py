@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from attnmt.model import BOS_ID, EOS_ID, PAD_ID, StepAttention, select_batch
 from attnmt.rnn import LSTMState, RNNSeq2Seq
 from attnmt.search import greedy_search
+from tests.conftest import stepwise
 
 V = 17
 H = 16
@@ -53,18 +54,6 @@ def cfg_id(c: dict) -> str:
     )
 
 
-def stepwise(model, src, src_mask, tgt_in):
-    """(B, T, V) log-probs and attentions from decode_step, one target position at a time."""
-    enc = model.encode(src, src_mask)
-    state = model.init_state(enc)
-    logps, attns = [], []
-    for t in range(tgt_in.size(1)):
-        logp, state, attn = model.decode_step(tgt_in[:, t], state, enc)
-        logps.append(logp)
-        attns.append(attn)
-    return torch.stack(logps, 1), attns
-
-
 @pytest.mark.parametrize("cfg", CONFIGS, ids=cfg_id)
 @torch.no_grad()
 def test_forward_equals_stepwise(cfg):
@@ -72,7 +61,7 @@ def test_forward_equals_stepwise(cfg):
     src, src_mask = sources(SRC)
     logits = model(src, src_mask, TGT_IN)
     assert logits.shape == (3, TGT_IN.size(1), V)
-    steps, attns = stepwise(model, src, src_mask, TGT_IN)
+    steps, attns, _ = stepwise(model, src, src_mask, TGT_IN)
     assert torch.allclose(torch.log_softmax(logits, -1), steps, atol=1e-5)
     for attn in attns:
         assert isinstance(attn, StepAttention)

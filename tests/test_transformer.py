@@ -7,6 +7,7 @@ import torch
 
 from attnmt.model import BOS_ID, EOS_ID, PAD_ID, select_batch
 from attnmt.transformer import TransformerSeq2Seq
+from tests.conftest import stepwise
 
 V = 20
 
@@ -29,18 +30,6 @@ def batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 SRC = [[5, 6, 7, 8, 9], [10, 11, 4]]
 TGT_IN = torch.tensor([[BOS_ID, 4, 5, 6, 7, 8], [BOS_ID, 9, 10, 11, 12, 13]])
-
-
-def stepwise(model, src, src_mask, tgt_in):
-    """Cached decode_step over tgt_in: (B, T, V) log-probs and the StepAttentions."""
-    enc = model.encode(src, src_mask)
-    state = model.init_state(enc)
-    logps, attns = [], []
-    for t in range(tgt_in.size(1)):
-        logp, state, attn = model.decode_step(tgt_in[:, t], state, enc)
-        logps.append(logp)
-        attns.append(attn)
-    return torch.stack(logps, 1), attns, state
 
 
 @torch.no_grad()
