@@ -2,7 +2,7 @@
 
 Pipeline position: ``train.py`` writes ``RUN_DIR/train_log.jsonl`` -> **plot** -> ``curves.png``.
 Also home of ``save_figure`` (atomic .png/.svg writes), which explain's heatmaps reuse.
-Log lines (one JSON object each; see notes/CONTRACTS.md)::
+Log lines (one JSON object each, written by ``train.train``)::
 
     {"kind": "train", "step", "epoch", "loss", "lr", "tokens_per_s", "elapsed_s"}
     {"kind": "valid", "step", "valid_loss", "valid_ppl", "dev_bleu", "dev_chrf"}
