@@ -39,7 +39,7 @@ def _translator(args: argparse.Namespace):
     """The one inference path, with decode options from the command line applied."""
     import torch
 
-    from attnmt.train import pick_device
+    from attnmt.model import pick_device
     from attnmt.translate import Translator
 
     if args.threads:
@@ -161,8 +161,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from attnmt.model import pick_device
     from attnmt.serve import serve
-    from attnmt.train import pick_device
 
     serve(
         args.model,

@@ -93,6 +93,15 @@ class Seq2Seq(nn.Module):
         raise NotImplementedError
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA device is available")
+    return torch.device(name)
+
+
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     """The one place a config becomes a model constructor call."""
     if cfg.arch == "lstm":

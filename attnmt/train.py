@@ -37,7 +37,13 @@ from attnmt.config import Config, config_to_dict, save_config
 from attnmt.corpus import read_corpus, split_pairs
 from attnmt.data import BucketBatcher, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
-from attnmt.model import CHECKPOINT_FORMAT, atomic_save, build_model, load_checkpoint
+from attnmt.model import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    build_model,
+    load_checkpoint,
+    pick_device,
+)
 from attnmt.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
 from attnmt.translate import Translator
 
@@ -173,14 +179,6 @@ def make_checkpoint(
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available")
-    return torch.device(name)
 
 
 def train(cfg: Config, log: Any = print) -> Path:

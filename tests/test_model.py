@@ -208,3 +208,13 @@ def test_sentencepiece_tokenizer_survives_checkpoint(tmp_path):
     atomic_save(ckpt_dict(src_tokenizer=sp.to_dict()), tmp_path / "c.pt")
     again = tokenizer_from_dict(load_checkpoint(tmp_path / "c.pt")["src_tokenizer"])
     assert again.encode("the cat ate") == sp.encode("the cat ate")
+
+
+def test_pick_device():
+    from attnmt.model import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            pick_device("cuda")
