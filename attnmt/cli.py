@@ -7,7 +7,6 @@ Every failure a user can cause (bad config, corpus line, checkpoint, input) prin
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -57,13 +56,6 @@ def _translator(args: argparse.Namespace):
     return tr
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------------------------
 # Subcommands
 # --------------------------------------------------------------------------------------------
@@ -84,6 +76,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    from attnmt.config import write_text_atomic
+
     if args.engine == "ctranslate2":
         from attnmt.ct2 import CT2Translator
 
@@ -109,7 +103,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             out.append(f"{h.score:.4f}\t{h.text}" if args.scores else h.text)
     text = "".join(line + "\n" for line in out)
     if args.output:
-        _write_atomic(args.output, text)
+        write_text_atomic(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -118,6 +112,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
+    from attnmt.config import write_text_atomic
     from attnmt.corpus import read_corpus
     from attnmt.evaluate import evaluate
 
@@ -127,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         pairs = pairs[: args.limit]
     result = evaluate(tr, pairs, beam=args.beam)
     if args.output:
-        _write_atomic(args.output, "".join(h + "\n" for h in result.hypotheses))
+        write_text_atomic(args.output, "".join(h + "\n" for h in result.hypotheses))
     if args.json:
         fields = ["bleu", "chrf", "bleu_signature", "chrf_signature", "perplexity", "sentences"]
         print(json.dumps({k: getattr(result, k) for k in fields}, indent=2))

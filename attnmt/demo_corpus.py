@@ -18,12 +18,12 @@ would need the personal "a").
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from attnmt.config import write_text_atomic
 
 Pair = tuple[str, str]
 
@@ -660,14 +660,5 @@ def generate_demo_corpus(n: int = 4000, seed: int = 0) -> list[Pair]:
 
 def write_demo_tsv(path: str | Path, n: int = 4000, seed: int = 0) -> Path:
     """Write the demo corpus as ``English<TAB>Spanish`` lines, atomically (temp file + rename)."""
-    path = Path(path)
     text = "".join(f"{en}\t{es}\n" for en, es in generate_demo_corpus(n, seed))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from attnmt.config import Config, config_to_dict, save_config
+from attnmt.config import Config, config_to_dict, save_config, write_text_atomic
 from attnmt.corpus import read_corpus, split_pairs
 from attnmt.data import BucketBatcher, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
@@ -101,9 +101,7 @@ def build_tokenizers(cfg: Config, train: Pairs) -> tuple[Tokenizer, Tokenizer]:
 
 
 def write_tsv(pairs: Pairs, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "".join(f"{s}\t{t}\n" for s, t in pairs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,9 +257,7 @@ def train(cfg: Config, log: Any = print) -> Path:
                 for line in log_path.read_text(encoding="utf-8").splitlines(keepends=True)
                 if line.strip() and json.loads(line)["step"] <= progress.step
             ]
-            tmp = log_path.with_name(log_path.name + ".tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            tmp.replace(log_path)
+            write_text_atomic(log_path, "".join(kept))
         log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write_log(record: dict[str, Any]) -> None:
