@@ -46,7 +46,8 @@ class Corpus:
 
 
 def normalize(text: str, lowercase: bool = False) -> str:
-    """NFC, whitespace runs collapsed to one space, trimmed (as ``translate.normalize_text``).
+    """NFC, whitespace runs collapsed to one space, trimmed; training data and inference inputs
+    both pass through here, so a model sees text at translation time as it saw it in training.
 
     NFC matters because the same visible "é" may arrive composed or decomposed, and subword
     vocabularies would otherwise learn two spellings of one word.

@@ -41,11 +41,12 @@ import numpy as np
 import torch
 
 from attnmt.config import config_from_dict, load_config, save_config
+from attnmt.corpus import normalize
 from attnmt.model import UNK_ID, load_checkpoint
 from attnmt.search import length_penalty, max_output_len
 from attnmt.tokenizer import SPECIALS, Tokenizer, tokenizer_from_dict
 from attnmt.transformer import sinusoidal_encoding
-from attnmt.translate import Hypothesis, check_search_options, normalize_text
+from attnmt.translate import Hypothesis, check_search_options
 
 MAX_POSITIONS = 1024  # rows of the exported position table: longest source and output, in tokens
 TOKENIZERS_FILE = "attnmt_tokenizers.pt"  # {"src": dict, "tgt": dict} for tokenizer_from_dict
@@ -236,7 +237,7 @@ class CT2Translator:
         beam = dc.beam if beam is None else beam
         n_best = dc.n_best if n_best is None else n_best
         check_search_options(beam, n_best)
-        ids = [self.src_tok.encode(normalize_text(t, self.cfg.data.lowercase)) for t in texts]
+        ids = [self.src_tok.encode(normalize(t, self.cfg.data.lowercase)) for t in texts]
         pieces = [[self.src_tok.id_to_piece(i) for i in s] for s in ids]
         # As in attnmt.search: the source length counts its <eos>, the limit counts output
         # steps including <eos>; capped by the exported position table.

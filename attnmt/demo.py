@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnmt.config import load_config
-from attnmt.corpus import read_corpus
+from attnmt.corpus import normalize, read_corpus
 from attnmt.demo_corpus import DEMO_EXAMPLES
 from attnmt.evaluate import evaluate
 from attnmt.explain import explain, plot_attention, render_table
 from attnmt.plot import plot_training
 from attnmt.train import train
-from attnmt.translate import Translator, normalize_text
+from attnmt.translate import Translator
 
 
 def run_demo(out_dir: str, overrides: list[str], config_path: str) -> int:
@@ -26,7 +26,7 @@ def run_demo(out_dir: str, overrides: list[str], config_path: str) -> int:
 
     test = read_corpus(str(run / "test.tsv")).pairs
     result = evaluate(translator, test, beam=cfg.decode.beam)
-    refs = [normalize_text(t, cfg.data.lowercase) for _, t in test]
+    refs = [normalize(t, cfg.data.lowercase) for _, t in test]
     exact = sum(h == r for h, r in zip(result.hypotheses, refs)) / len(refs)
     print(f"\nHeld-out test set ({len(test)} pairs never seen in training):")
     print(f"exact match {100 * exact:.1f}%")

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnmt.corpus import normalize
 from attnmt.data import BucketBatcher, encode_pairs
 from attnmt.model import PAD_ID, Seq2Seq
-from attnmt.translate import Translator, normalize_text
+from attnmt.translate import Translator
 
 
 def token_loss(logits: Tensor, tgt_out: Tensor, smoothing: float) -> Tensor:
@@ -75,14 +76,14 @@ def evaluate(
     if not pairs:
         raise ValueError("evaluate: the test set is empty")
     lower = translator.cfg.data.lowercase
-    refs = [normalize_text(t, lower) for _, t in pairs]
+    refs = [normalize(t, lower) for _, t in pairs]
     hyps = [h[0].text for h in translator.translate([s for s, _ in pairs], beam=beam, n_best=1)]
     bleu = sacrebleu.metrics.BLEU()
     chrf = sacrebleu.metrics.CHRF()
     bleu_score = bleu.corpus_score(hyps, [refs])
     chrf_score = chrf.corpus_score(hyps, [refs])
     examples, _ = encode_pairs(
-        [(normalize_text(s, lower), r) for (s, _), r in zip(pairs, refs)],
+        [(normalize(s, lower), r) for (s, _), r in zip(pairs, refs)],
         translator.src_tok,
         translator.tgt_tok,
     )

@@ -6,7 +6,6 @@ command decodes the same way. Build one from a checkpoint path; it needs nothing
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 
 from attnmt.config import Config, config_from_dict
+from attnmt.corpus import normalize
 from attnmt.data import source_tensor
 from attnmt.model import Seq2Seq, build_model, load_checkpoint
 from attnmt.search import beam_search, greedy_search
@@ -36,12 +36,6 @@ def check_search_options(beam: int, n_best: int) -> None:
     """The one validation of search options, shared by every engine."""
     if beam < 1 or not 1 <= n_best <= beam:
         raise ValueError(f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})")
-
-
-def normalize_text(text: str, lowercase: bool) -> str:
-    """The same normalisation the corpus reader applies to training data."""
-    text = " ".join(unicodedata.normalize("NFC", text).split())
-    return text.lower() if lowercase else text
 
 
 class Translator:
@@ -71,7 +65,7 @@ class Translator:
 
     def encode_sources(self, texts: list[str]) -> tuple[Tensor, Tensor, list[list[str]]]:
         """Texts -> (src (B,S), src_mask (B,S), source pieces + '<eos>' per text)."""
-        ids = [self.src_tok.encode(normalize_text(t, self.cfg.data.lowercase)) for t in texts]
+        ids = [self.src_tok.encode(normalize(t, self.cfg.data.lowercase)) for t in texts]
         src, src_mask = source_tensor(ids)
         pieces = [[self.src_tok.id_to_piece(i) for i in s] + ["<eos>"] for s in ids]
         return src.to(self.device), src_mask.to(self.device), pieces

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from attnmt.config import Config, config_to_dict
+from attnmt.corpus import normalize
 from attnmt.model import CHECKPOINT_FORMAT, CheckpointError, atomic_save, build_model
 from attnmt.tokenizer import WordTokenizer
-from attnmt.translate import Hypothesis, Translator, normalize_text
+from attnmt.translate import Hypothesis, Translator
 
 SRC_TEXT = ["I see the dog.", "We eat bread.", "They want a car.", "You see apples."]
 TGT_TEXT = ["Veo el perro.", "Comemos pan.", "Ellos quieren un coche.", "Ves manzanas."]
@@ -102,8 +103,8 @@ def test_empty_and_unknown_input():
 
 
 def test_normalisation():
-    assert normalize_text("  Cafe\u0301   au  lait ", lowercase=False) == "Caf\u00e9 au lait"
-    assert normalize_text("HOLA", lowercase=True) == "hola"
+    assert normalize("  Cafe\u0301   au  lait ", lowercase=False) == "Caf\u00e9 au lait"
+    assert normalize("HOLA", lowercase=True) == "hola"
     tr = make_translator()
     tr.cfg.data.lowercase = True
     _, _, pieces = tr.encode_sources(["WE   EAT"])
