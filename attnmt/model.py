@@ -71,6 +71,38 @@ def select_batch(x: Any, idx: Tensor) -> Any:
     raise TypeError(f"select_batch: cannot reorder {type(x).__name__}")
 
 
+class Dropout(nn.Module):
+    """Inverted dropout (kept elements scaled by 1/(1-p)) with a cheaper random mask on CPU.
+
+    ``nn.Dropout`` draws one Bernoulli sample per element, and on CPU that costs more than the
+    matrix multiply producing the activation (measured here: 17 ms to mask a (250, 11, 1024)
+    tensor, against 7 ms for the feed-forward matmul that made it). Instead, one random 64-bit
+    integer is read as four 16-bit lanes; the low 15 bits of each lane are uniform, and an element
+    is kept when its lane is >= p * 2^15, so p is rounded to a multiple of 2^-15. That is 3x
+    faster forward and backward. Other devices have fast Bernoulli kernels and use F.dropout.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * 2**15)  # drop lanes below it
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return nn.functional.dropout(x, self.p, True)
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        lanes = words.view(torch.int16)[:n].view(x.shape) & 0x7FFF  # uniform in [0, 2^15)
+        return torch.where(lanes >= self.threshold, x * (1.0 / (1.0 - self.p)), 0.0)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Seq2Seq(nn.Module):
     """Base class: holds the special ids and documents the interface search relies on."""
 

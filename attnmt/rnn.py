@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnmt.attention import attend, make_scorer
-from attnmt.model import EncoderOut, Seq2Seq, StepAttention
+from attnmt.model import Dropout, EncoderOut, Seq2Seq, StepAttention
 
 
 @dataclass
@@ -52,7 +52,7 @@ class LSTMEncoder(nn.Module):
         if bidirectional and hidden % 2:
             raise ValueError(f"model.hidden must be even for a bidirectional encoder, got {hidden}")
         self.embed = nn.Embedding(vocab, emb_dim, padding_idx=0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.bidirectional = bidirectional
         self.layers = layers
         # Each direction gets H/2 so the concatenated encoding is H wide, the decoder's size.
@@ -99,7 +99,7 @@ class AttentionLSTMDecoder(nn.Module):
     ):
         super().__init__()
         self.embed = nn.Embedding(vocab, emb_dim, padding_idx=0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.input_feeding = input_feeding
         self.rnn = nn.LSTM(
             emb_dim + (hidden if input_feeding else 0),
@@ -123,7 +123,9 @@ class AttentionLSTMDecoder(nn.Module):
     ) -> tuple[Tensor, LSTMState, Tensor, Tensor]:
         """Decode T steps given inputs y (B, T); T > 1 only without input feeding.
 
-        Returns logits (B,T,V), the new state, attention weights and scores (B,T,S).
+        Returns the attentional vectors att (B,T,H), the new state, attention weights and scores
+        (B,T,S). The vocabulary projection is left to the caller: training applies it once to
+        all T steps (one large matrix multiply instead of T small ones).
         """
         x = self.drop(self.embed(y))  # (B, T, E)
         if self.input_feeding:
@@ -132,9 +134,8 @@ class AttentionLSTMDecoder(nn.Module):
         out, (h, c) = self.rnn(x, hc)  # out: (B, T, H)
         context, weights, scores = attend(self.scorer, out, state.keys, enc.memory, enc.src_mask)
         att = self.drop(torch.tanh(self.combine(torch.cat([context, out], dim=-1))))  # (B, T, H)
-        logits = self.out(att)  # (B, T, V)
         new = LSTMState(h=h.transpose(0, 1), c=c.transpose(0, 1), att=att[:, -1], keys=state.keys)
-        return logits, new, weights, scores
+        return att, new, weights, scores
 
 
 class RNNSeq2Seq(Seq2Seq):
@@ -171,8 +172,8 @@ class RNNSeq2Seq(Seq2Seq):
     def decode_step(
         self, y_prev: Tensor, state: LSTMState, enc: EncoderOut
     ) -> tuple[Tensor, LSTMState, StepAttention]:
-        logits, state, weights, scores = self.decoder.run(y_prev.unsqueeze(1), state, enc)
-        logp = torch.log_softmax(logits.squeeze(1), dim=-1)  # (B, V)
+        att, state, weights, scores = self.decoder.run(y_prev.unsqueeze(1), state, enc)
+        logp = torch.log_softmax(self.decoder.out(att[:, 0]), dim=-1)  # (B, V)
         # (B, 1, S) -> (B, L=1, nh=1, S): the interface's layer and head dims
         attn = StepAttention(weights=weights.unsqueeze(1), scores=scores.unsqueeze(1))
         return logp, state, attn
@@ -183,10 +184,12 @@ class RNNSeq2Seq(Seq2Seq):
         if not self.decoder.input_feeding:
             # Without input feeding the steps do not depend on each other's attention, so the
             # LSTM and attention run over all T positions at once (same numbers, far fewer calls).
-            logits, _, _, _ = self.decoder.run(tgt_in, state, enc)
-            return logits  # (B, T, V)
+            att, _, _, _ = self.decoder.run(tgt_in, state, enc)  # (B, T, H)
+            return self.decoder.out(att)  # (B, T, V)
         steps = []
         for t in range(tgt_in.size(1)):
-            logits, state, _, _ = self.decoder.run(tgt_in[:, t : t + 1], state, enc)
-            steps.append(logits)  # (B, 1, V)
-        return torch.cat(steps, dim=1)  # (B, T, V)
+            att, state, _, _ = self.decoder.run(tgt_in[:, t : t + 1], state, enc)
+            steps.append(att)  # (B, 1, H)
+        # The steps depend on each other only through att; the vocabulary projection does not
+        # feed back, so it runs once over all T steps.
+        return self.decoder.out(torch.cat(steps, dim=1))  # (B, T, V)

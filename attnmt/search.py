@@ -46,27 +46,38 @@ def length_penalty(steps: int, alpha: float) -> float:
 def greedy_search(
     model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len_a: float, max_len_b: int
 ) -> list[list[Candidate]]:
-    """Pick the most probable next token at every step, for a whole batch at once."""
-    B = src.size(0)
+    """Pick the most probable next token at every step, for a whole batch at once.
+
+    A sentence leaves the batch as soon as it ends, so later steps compute only for the
+    sentences still going (its encoding and decoder state rows are dropped with select_batch).
+    """
+    B, S = src.shape
     src_lens = src_mask.sum(1).tolist()
     limits = torch.tensor([max_output_len(n, max_len_a, max_len_b) for n in src_lens])
+    T = int(limits.max())
     enc = model.encode(src, src_mask)
     state = model.init_state(enc)
     y = torch.full((B,), model.bos_id, dtype=torch.long, device=src.device)
-    done = torch.zeros(B, dtype=torch.bool)
-    tokens, logps, attns = [], [], []
-    for t in range(int(limits.max())):
-        logp, state, attn = model.decode_step(y, state, enc)  # (B, V)
-        best_logp, y = logp.max(dim=-1)  # (B,), (B,)
-        tokens.append(y.cpu())
-        logps.append(best_logp.float().cpu())
-        attns.append(attn.headline().float().cpu())  # (B, S)
-        done |= (y.cpu() == model.eos_id) | (t + 1 >= limits)
+    # Outputs by original sentence; rows never written stay <eos> (only read past an <eos>).
+    toks = torch.full((B, T), model.eos_id, dtype=torch.long)  # (B, T)
+    lps = torch.zeros(B, T)  # (B, T)
+    att = torch.zeros(B, T, S)  # (B, T, S)
+    alive = torch.arange(B)  # (n,) original sentence of each live row
+    for t in range(T):
+        logp, state, attn = model.decode_step(y, state, enc)  # (n, V)
+        best_logp, y = logp.max(dim=-1)  # (n,), (n,)
+        y_cpu = y.cpu()
+        toks[alive, t] = y_cpu
+        lps[alive, t] = best_logp.float().cpu()
+        att[alive, t] = attn.headline().float().cpu()  # (n, S)
+        done = (y_cpu == model.eos_id) | (t + 1 >= limits[alive])  # (n,)
         if bool(done.all()):
             break
-    toks = torch.stack(tokens, 1)  # (B, steps)
-    lps = torch.stack(logps, 1)  # (B, steps)
-    att = torch.stack(attns, 1)  # (B, steps, S)
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)  # (n',) live rows that go on
+            alive = alive[keep]
+            keep = keep.to(src.device)
+            y, state, enc = y[keep], select_batch(state, keep), select_batch(enc, keep)
     results = []
     for b in range(B):
         row = toks[b, : int(limits[b])].tolist()
@@ -101,7 +112,9 @@ def beam_search(
     """Keep the ``beam`` best partial hypotheses per sentence; return the ``n_best`` best.
 
     A sentence is done when ``beam`` hypotheses have ended with ``<eos>`` (not when the top one
-    has), or when it reaches its length limit; the search ends when every sentence is done.
+    has), or when it reaches its length limit; it then leaves the batch, so later steps compute
+    only for the sentences still searching. The search ends when every sentence is done.
+    Shapes: n live sentences, rows n*K (row g*K + k is beam k of live sentence g).
     """
     if beam < 1 or n_best < 1 or n_best > beam:
         raise ValueError(f"need 1 <= n_best <= beam, got beam={beam} n_best={n_best}")
@@ -109,84 +122,87 @@ def beam_search(
     src_lens = src_mask.sum(1).tolist()
     limits = [max_output_len(n, max_len_a, max_len_b) for n in src_lens]
     enc = model.encode(src, src_mask)
-    # Every sentence gets K copies of its encoding: row b*K + k is beam k of sentence b.
+    # Every sentence gets K copies of its encoding.
     enc = select_batch(enc, torch.arange(B, device=dev).repeat_interleave(K))  # (B*K, ...)
     state = model.init_state(enc)
     y = torch.full((B * K,), model.bos_id, dtype=torch.long, device=dev)
     # Only beam 0 is live at the start, so the first step does not pick K copies of one token.
     beam_scores = torch.full((B, K), float("-inf"), device=dev)
     beam_scores[:, 0] = 0.0
-    history = torch.empty(B * K, 0, dtype=torch.long, device=dev)  # (B*K, t) tokens so far
-    attn_hist = torch.empty(B * K, 0, src.size(1))  # (B*K, t, S) on CPU
+    history = torch.empty(B * K, 0, dtype=torch.long, device=dev)  # (n*K, t) tokens so far
+    attn_hist = torch.empty(B * K, 0, src.size(1))  # (n*K, t, S) on CPU
     finished: list[list[Candidate]] = [[] for _ in range(B)]
-    done = [False] * B
-    base = torch.arange(B, device=dev).unsqueeze(1) * K  # (B, 1) first row of each sentence
+    alive = list(range(B))  # original sentence of each live sentence g
+    offsets = torch.arange(K, device=dev)  # (K,)
+
+    def add(b: int, row: int, logprob: float, steps: int, attn: Tensor, ended: bool) -> None:
+        finished[b].append(
+            Candidate(
+                ids=history[row].tolist(),
+                score=logprob / length_penalty(steps, length_penalty_alpha),
+                logprob=logprob,
+                attention=attn[:, : src_lens[b]],
+                finished=ended,
+            )
+        )
 
     for t in range(max(limits)):
-        logp, state, attn = model.decode_step(y, state, enc)  # (B*K, V)
+        n = len(alive)
+        logp, state, attn = model.decode_step(y, state, enc)  # (n*K, V)
         V = logp.size(-1)
-        step_attn = attn.headline().float().cpu().unsqueeze(1)  # (B*K, 1, S)
-        cand = (beam_scores.unsqueeze(-1) + logp.view(B, K, V)).view(B, K * V)  # (B, K*V)
+        step_attn = attn.headline().float().cpu().unsqueeze(1)  # (n*K, 1, S)
+        cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)  # (n, K*V)
         # 2K candidates: even if K of them end in <eos>, K can still continue.
-        top_scores, top_idx = cand.topk(2 * K, dim=-1)  # (B, 2K)
-        origin = torch.div(top_idx, V, rounding_mode="floor")  # (B, 2K) which beam it extends
-        tok = top_idx % V  # (B, 2K)
+        top_scores, top_idx = cand.topk(2 * K, dim=-1)  # (n, 2K)
+        origin = torch.div(top_idx, V, rounding_mode="floor")  # (n, 2K) which beam it extends
+        tok = top_idx % V  # (n, 2K)
         is_eos = tok == model.eos_id
 
-        # Hypotheses that end here: <eos> among the K best candidates of a live sentence.
-        eos_b, eos_j = torch.nonzero(
-            is_eos[:, :K] & (top_scores[:, :K] > float("-inf")), as_tuple=True
-        )
-        for b, j in zip(eos_b.tolist(), eos_j.tolist()):
-            if done[b] or len(finished[b]) >= K:
-                continue
-            row = b * K + int(origin[b, j])
-            logprob = float(top_scores[b, j])
-            finished[b].append(
-                Candidate(
-                    ids=history[row].tolist(),
-                    score=logprob / length_penalty(t + 1, length_penalty_alpha),
-                    logprob=logprob,
-                    attention=torch.cat([attn_hist[row], step_attn[row]], 0)[:, : src_lens[b]],
-                    finished=True,
-                )
-            )
+        # Hypotheses that end here: <eos> among the K best candidates (of a live beam).
+        ends = is_eos[:, :K] & (top_scores[:, :K] > float("-inf"))  # (n, K)
+        if bool(ends.any()):
+            for g, j in ends.nonzero().tolist():
+                b = alive[g]
+                if len(finished[b]) < K:
+                    row = g * K + int(origin[g, j])
+                    hist = torch.cat([attn_hist[row], step_attn[row]], 0)  # (t+1, S)
+                    add(b, row, float(top_scores[g, j]), t + 1, hist, True)
 
         # The K best candidates that do not end continue (a stable sort puts non-<eos> first).
-        keep = torch.sort(is_eos.to(torch.int8), dim=-1, stable=True).indices[:, :K]  # (B, K)
-        beam_scores = top_scores.gather(1, keep)  # (B, K)
-        rows = (base + origin.gather(1, keep)).view(-1)  # (B*K,) rows they extend
-        y = tok.gather(1, keep).view(-1)  # (B*K,)
-        state = select_batch(state, rows)
-        history = torch.cat([history.index_select(0, rows), y.unsqueeze(1)], 1)  # (B*K, t+1)
-        attn_hist = torch.cat([attn_hist.index_select(0, rows.cpu()), step_attn[rows.cpu()]], 1)
+        keep = torch.sort(is_eos.to(torch.int8), dim=-1, stable=True).indices[:, :K]  # (n, K)
+        beam_scores = top_scores.gather(1, keep)  # (n, K)
+        first = torch.arange(n, device=dev)[:, None] * K  # (n, 1) each sentence's first row
+        rows = (first + origin.gather(1, keep)).view(-1)  # (n*K,) rows they extend
+        y = tok.gather(1, keep).view(-1)  # (n*K,)
+        history = torch.cat([history.index_select(0, rows), y.unsqueeze(1)], 1)  # (n*K, t+1)
+        rows_cpu = rows.cpu()
+        attn_hist = torch.cat([attn_hist.index_select(0, rows_cpu), step_attn[rows_cpu]], 1)
 
-        for b in range(B):
-            if done[b]:
-                continue
+        # Sentences with K ended hypotheses, or at their length limit, leave the batch.
+        going = []
+        for g, b in enumerate(alive):
             if len(finished[b]) >= K:
-                done[b] = True
-            elif t + 1 >= limits[b]:
+                continue
+            if t + 1 >= limits[b]:
                 # Length limit: the live hypotheses are returned unfinished, never dropped.
-                for k in range(K):
-                    row, logprob = b * K + k, float(beam_scores[b, k])
-                    if logprob == float("-inf"):
-                        continue
-                    finished[b].append(
-                        Candidate(
-                            ids=history[row].tolist(),
-                            score=logprob / length_penalty(t + 1, length_penalty_alpha),
-                            logprob=logprob,
-                            attention=attn_hist[row, :, : src_lens[b]],
-                            finished=False,
-                        )
-                    )
-                done[b] = True
-        if all(done):
+                for k, logprob in enumerate(beam_scores[g].tolist()):
+                    if logprob > float("-inf"):
+                        row = g * K + k
+                        add(b, row, logprob, t + 1, attn_hist[row], False)
+                continue
+            going.append(g)
+        if not going:
             break
-        # Finished sentences keep computing (batch shapes stay fixed) but can no longer win.
-        for b in range(B):
-            if done[b]:
-                beam_scores[b] = float("-inf")
+        if len(going) < n:
+            g_idx = torch.tensor(going, device=dev)  # (n',)
+            sel = (g_idx[:, None] * K + offsets[None, :]).view(-1)  # (n'*K,) their rows
+            alive = [alive[g] for g in going]
+            beam_scores = beam_scores.index_select(0, g_idx)
+            y, history = y.index_select(0, sel), history.index_select(0, sel)
+            attn_hist = attn_hist.index_select(0, sel.cpu())
+            enc = select_batch(enc, sel)  # the K copies of a sentence are identical
+            rows = rows.index_select(0, sel)
+        # One reorder of the decoder state: follow the surviving beams of the live sentences.
+        state = select_batch(state, rows)
 
     return [sorted(f, key=lambda c: -c.score)[:n_best] for f in finished]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnmt.model import EncoderOut, Seq2Seq, StepAttention
+from attnmt.model import Dropout, EncoderOut, Seq2Seq, StepAttention
 
 
 def sinusoidal_encoding(positions: Tensor, d_model: int) -> Tensor:
@@ -118,7 +118,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w1 = nn.Linear(d_model, ff_dim)
         self.w2 = nn.Linear(ff_dim, d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w2(self.drop(F.relu(self.w1(x))))  # (B, N, ff) -> (B, N, H)
@@ -133,7 +133,7 @@ class EncoderLayer(nn.Module):
         self.self_attn = MultiHeadAttention(d_model, heads, dropout)
         self.ln2 = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, ff_dim, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.ln1(x)
@@ -152,7 +152,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(d_model, heads, dropout)
         self.ln3 = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, ff_dim, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
         """Teacher forcing over all T positions at once: x (B, T, H) -> (B, T, H)."""
@@ -198,7 +198,7 @@ class TransformerSeq2Seq(Seq2Seq):
         self.tie_embeddings, self.tie_src_tgt = tie_embeddings, tie_src_tgt
         self.src_emb = nn.Embedding(src_vocab, d_model)
         self.tgt_emb = nn.Embedding(tgt_vocab, d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.enc_layers = nn.ModuleList(
             EncoderLayer(d_model, heads, ff_dim, dropout) for _ in range(layers)
         )
