@@ -425,10 +425,11 @@ def serve(
     tgt_lang: str = "es",
     limits: ServeLimits | None = None,
     device: str = "cpu",
+    quantize: bool = False,
 ) -> None:
     """Load a checkpoint and serve it with uvicorn (loopback unless ``host`` says otherwise)."""
     import uvicorn
 
-    translator = Translator.from_checkpoint(model_path, device=device)
+    translator = Translator.from_checkpoint(model_path, device=device, quantize=quantize)
     app = create_app(translator, limits or ServeLimits(), src_lang, tgt_lang)
     uvicorn.run(app, host=host, port=port, log_level="info")

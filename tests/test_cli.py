@@ -35,6 +35,9 @@ def test_train_translate_evaluate_explain(tmp_path: Path, tiny_run: Path) -> Non
     res = attnmt("translate", "--model", ckpt, "--beam", "2", stdin="I eat bread.\nLet's go.\n")
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.splitlines()) == 2
+    res = attnmt("translate", "--model", ckpt, "--quantize", stdin="I eat bread.\nLet's go.\n")
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.splitlines()) == 2
 
     # translate: files, n-best with scores
     src = tmp_path / "in.txt"

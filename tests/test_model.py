@@ -218,3 +218,22 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def test_dropout_keeps_expectation_masks_gradient_and_is_seeded() -> None:
+    from attnmt.model import Dropout
+
+    drop = Dropout(0.3)
+    x = torch.ones(200, 301, requires_grad=True)  # odd size: the last 64-bit word is partly used
+    torch.manual_seed(0)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.01
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))  # kept elements scaled by 1/(1-p)
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)  # no gradient through dropped elements
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the global seed fixes the mask
+    assert drop.eval()(x) is x
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)

@@ -149,3 +149,46 @@ def test_from_checkpoint_errors(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not an attnmt checkpoint"):
         Translator.from_checkpoint(tmp_path / "plain.pt")
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_quantized_translator_replaces_linear_and_lstm_and_stays_close(arch: str) -> None:
+    from torch.ao.nn.quantized import dynamic as qd
+
+    from attnmt.translate import quantize_int8
+
+    tr = make_translator()
+    if arch == "transformer":
+        cfg = tr.cfg
+        cfg.model.arch, cfg.model.heads, cfg.model.ff_dim, cfg.model.layers = arch, 2, 32, 2
+        torch.manual_seed(0)
+        tr = Translator(
+            build_model(cfg.model, tr.src_tok.vocab_size, tr.tgt_tok.vocab_size),
+            tr.src_tok, tr.tgt_tok, cfg,
+        )  # fmt: skip
+    q = quantize_int8(tr.model)
+    kinds = {type(m) for m in q.modules()}
+    assert qd.Linear in kinds and torch.nn.Linear not in kinds
+    if arch == "lstm":
+        assert qd.LSTM in kinds and torch.nn.LSTM not in kinds
+    # The float model is untouched: quantization works on a copy.
+    assert any(type(m) is torch.nn.Linear for m in tr.model.modules())
+
+    # Same step log-probabilities up to int8 rounding of weights and activations.
+    src, src_mask, _ = tr.encode_sources(TEXTS)
+    with torch.inference_mode():
+        ref = tr.model.decode_step(
+            torch.full((len(TEXTS),), 1), tr.model.init_state(tr.model.encode(src, src_mask)),
+            tr.model.encode(src, src_mask),
+        )[0]  # fmt: skip
+        enc = q.encode(src, src_mask)
+        got = q.decode_step(torch.full((len(TEXTS),), 1), q.init_state(enc), enc)[0]
+    assert got.shape == ref.shape
+    assert torch.allclose(got.exp(), ref.exp(), atol=0.02)
+    qt = Translator(q, tr.src_tok, tr.tgt_tok, tr.cfg)
+    assert [len(h) for h in qt.translate(TEXTS, beam=2, n_best=2)] == [2] * len(TEXTS)
+
+
+def test_quantize_is_cpu_only(tmp_path) -> None:
+    with pytest.raises(ValueError, match="CPU"):
+        Translator.from_checkpoint(tmp_path / "none.pt", device="cuda", quantize=True)
