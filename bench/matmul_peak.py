@@ -1,7 +1,8 @@
-"""This machine's fp32 matrix-multiply peak, and attnmt's training FLOP/s as a share of it.
+"""This machine's fp32 (or bf16) matmul peak, and attnmt's training FLOP/s as a share of it.
 
     python bench/matmul_peak.py                          # measure the peak (2 threads)
     python bench/matmul_peak.py --run runs/lstm_tatoeba  # + a run's achieved share of it
+    python bench/matmul_peak.py --dtype bfloat16         # the ceiling under bf16 autocast
 
 Pipeline position: a benchmark helper beside the package (bench/peers/run_peers.py uses it too);
 nothing in attnmt imports it. Uses only torch, so it runs in either venv.
@@ -44,15 +45,20 @@ import torch
 
 
 def measure_peak(
-    threads: int = 2, sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 7
+    threads: int = 2,
+    sizes: tuple[int, ...] = (1024, 2048, 3072),
+    repeats: int = 7,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
-    """fp32 matmul FLOP/s: for each size the median of ``repeats`` timed runs; the best size."""
+    """Matmul FLOP/s in ``dtype``: per size the median of ``repeats`` timed runs; the best size.
+
+    bfloat16 is the ceiling for training under bf16 autocast (its matmuls run in bf16)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     per_size = {}
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        c = torch.empty(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        c = torch.empty(n, n, dtype=dtype)
         torch.mm(a, b, out=c)  # warm-up: thread pool, page faults
         times = []
         for _ in range(repeats):
@@ -66,6 +72,7 @@ def measure_peak(
         "best_size": best,
         "per_size_flop_s": per_size,
         "threads": threads,
+        "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__,
     }
 
@@ -143,11 +150,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--run", help="attnmt run directory to rate against the peak")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = ap.parse_args()
-    peak = measure_peak(args.threads, repeats=args.repeats)
+    peak = measure_peak(args.threads, repeats=args.repeats, dtype=getattr(torch, args.dtype))
     for n, f in peak["per_size_flop_s"].items():
         print(f"{n:>5} x {n}: {f / 1e9:8.2f} GFLOP/s")
-    print(f"peak fp32 matmul ({args.threads} threads): {peak['peak_flop_s'] / 1e9:.2f} GFLOP/s")
+    gflops = peak["peak_flop_s"] / 1e9
+    print(f"peak {args.dtype} matmul ({args.threads} threads): {gflops:.2f} GFLOP/s")
     if args.run:
         s = run_share(Path(args.run), peak["peak_flop_s"])
         print(json.dumps(s, indent=2))

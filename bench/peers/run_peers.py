@@ -201,7 +201,7 @@ if engine == "ct2":
                        intra_threads=int(threads))
 else:
     from attnmt.translate import Translator
-    tr = Translator.from_checkpoint(ckpt)
+    tr = Translator.from_checkpoint(ckpt, quantize=engine == "int8")
 d = tr.cfg.decode
 d.max_len_a, d.max_len_b, d.batch_size, d.length_penalty = 0.0, int(cap), 64, 1.0
 lines = Path(src).read_text().splitlines()
@@ -332,9 +332,10 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ckpts = sorted(onmt_dir.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
         return translate_all(arch, args, work, res, cap, joey_cfg, ckpts)
 
-    # 1. attnmt trains first: it defines the split and the SentencePiece vocabulary.
+    # 1. attnmt trains first: it defines the split and the SentencePiece vocabulary. With
+    # --bf16 a second attnmt run trains the same config under bfloat16 autocast on the CPU.
     sets = [
-        f"train.out_dir={run_dir}", f"train.max_minutes={args.minutes}",
+        f"train.max_minutes={args.minutes}",
         "train.max_steps=100000000", "train.eval_every=100000000", "train.save_every=100000000",
         "train.eval_max_sents=100", "train.patience=0", "train.progress=false", "train.log_every=5",
         f"train.threads={args.threads}", "train.device=cpu", *args.attnmt_set,
@@ -342,17 +343,22 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if args.limit:
         sets.append(f"data.limit={args.limit}")
     config = REPO / "attnmt" / "configs" / f"{arch}_tatoeba.yaml"
-    log = work / "logs" / "attnmt_train.log"
-    print(f"[{arch}] attnmt: training {args.minutes} min ...", flush=True)
-    r = run_child([str(ATTNMT_PY), "-c", ATTNMT_TRAIN, str(config), *sets], log, args.threads)
-    check(r, log, "attnmt training")
-    records = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    train_recs = [x for x in records if x["kind"] == "train"]
-    res["attnmt"] = {
-        "train_tok_s": median_rate([x["tokens_per_s"] for x in train_recs]),
-        "steps": max((x["step"] for x in train_recs), default=0),
-        "train_peak_rss_mib": r["peak_rss_mib"],
-    }
+    variants = [("attnmt", run_dir, [])]
+    if args.bf16:
+        variants.append(("attnmt-bf16", work / "attnmt-bf16", ["train.precision=bf16"]))
+    for name, out_dir, extra in variants:
+        log = work / "logs" / f"{name}_train.log"
+        print(f"[{arch}] {name}: training {args.minutes} min ...", flush=True)
+        cmd = [str(ATTNMT_PY), "-c", ATTNMT_TRAIN, str(config), f"train.out_dir={out_dir}", *sets]
+        r = run_child([*cmd, *extra], log, args.threads)
+        check(r, log, f"{name} training")
+        records = [json.loads(x) for x in (out_dir / "train_log.jsonl").read_text().splitlines()]
+        train_recs = [x for x in records if x["kind"] == "train"]
+        res[name] = {
+            "train_tok_s": median_rate([x["tokens_per_s"] for x in train_recs]),
+            "steps": max((x["step"] for x in train_recs), default=0),
+            "train_peak_rss_mib": r["peak_rss_mib"],
+        }
 
     # 2. The same split and vocabulary for the peers.
     log = work / "logs" / "prep.log"
@@ -444,6 +450,15 @@ def translate_all(
     jobs: list[tuple[str, list[str], bool]] = [
         ("attnmt", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(run_dir / "last.pt"), str(src_raw),
                     str(out / "attnmt"), str(cap), str(args.threads), "torch"], False),
+        ("attnmt+int8", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(run_dir / "last.pt"),
+                         str(src_raw), str(out / "attnmt+int8"), str(cap), str(args.threads),
+                         "int8"], False),
+    ]  # fmt: skip
+    if "attnmt-bf16" in res:
+        jobs.append(("attnmt-bf16", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE,
+                     str(work / "attnmt-bf16" / "last.pt"), str(src_raw), str(out / "attnmt-bf16"),
+                     str(cap), str(args.threads), "torch"], False))  # fmt: skip
+    jobs += [
         ("joeynmt", [peers_py, __file__, "--worker", "joey", str(joey_cfg), str(src_pieces),
                      str(out / "joeynmt"), str(cap), str(args.threads)], True),
     ]  # fmt: skip
@@ -515,7 +530,7 @@ COLUMNS = [
 
 
 def table(arch: str, res: dict[str, Any]) -> str:
-    rows = [(name, res[name]) for name in res if name not in ("setup", "attnmt_flops")]
+    rows = [(name, res[name]) for name in res if name != "setup" and not name.endswith("_flops")]
     width = max(len(n) for n, _ in rows) + 8
     lines = [f"{arch}".ljust(width) + "".join(f"{h:>16}" for _, h, _ in COLUMNS)]
 
@@ -524,8 +539,10 @@ def table(arch: str, res: dict[str, Any]) -> str:
 
     for name, row in rows:
         lines.append(name.ljust(width) + "".join(cell(row.get(k), f) for k, _, f in COLUMNS))
-    for ours, peer in (("attnmt", "joeynmt"), ("attnmt", "opennmt-py"),
-                       ("attnmt+ct2", "opennmt-py+ct2")):  # fmt: skip
+    pairs = [("attnmt", "joeynmt"), ("attnmt", "opennmt-py"), ("attnmt-bf16", "joeynmt"),
+             ("attnmt-bf16", "opennmt-py"), ("attnmt+int8", "opennmt-py"),
+             ("attnmt+ct2", "opennmt-py+ct2")]  # fmt: skip
+    for ours, peer in pairs:
         if ours in res and peer in res:
             a, b = res[ours], res[peer]
             ratio = {
@@ -537,7 +554,7 @@ def table(arch: str, res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def flops_share(arch_res: dict[str, Any], peak: float) -> dict[str, float]:
+def flops_share(arch_res: dict[str, Any], peak: float, name: str = "attnmt") -> dict[str, float]:
     sys.path.insert(0, str(REPO / "bench"))
     from matmul_peak import train_flops_per_target_token
 
@@ -545,7 +562,7 @@ def flops_share(arch_res: dict[str, Any], peak: float) -> dict[str, float]:
     per_tok = train_flops_per_target_token(
         s["model"], s["vocab"], s["src_tokens_per_pair"], s["tgt_tokens_per_pair"]
     )
-    achieved = per_tok * arch_res["attnmt"]["train_tok_s"]
+    achieved = per_tok * arch_res[name]["train_tok_s"]
     return {
         "flops_per_tgt_token": per_tok,
         "achieved_flop_s": achieved,
@@ -581,6 +598,9 @@ def main() -> None:
     )
     ap.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     ap.add_argument("--attnmt-set", action="append", default=[], help="extra attnmt --set")
+    ap.add_argument(
+        "--bf16", action="store_true", help="also train attnmt with bfloat16 autocast (a row)"
+    )
     args = ap.parse_args()
     if not ATTNMT_PY.exists():
         raise SystemExit(f"{ATTNMT_PY} missing: attnmt's own venv is needed")
@@ -600,15 +620,21 @@ def main() -> None:
         results["archs"][arch] = run_arch(arch, args, work)
     if not args.no_peak:
         sys.path.insert(0, str(REPO / "bench"))
+        import torch
         from matmul_peak import measure_peak
 
         results["matmul_peak"] = measure_peak(threads=args.threads)
+        if args.bf16:
+            results["matmul_peak_bf16"] = measure_peak(threads=args.threads, dtype=torch.bfloat16)
         for arch in archs:
-            results["archs"][arch]["attnmt_flops"] = flops_share(
-                results["archs"][arch], results["matmul_peak"]["peak_flop_s"]
-            )
+            a = results["archs"][arch]
+            a["attnmt_flops"] = flops_share(a, results["matmul_peak"]["peak_flop_s"])
+            if args.bf16:
+                peak = results["matmul_peak_bf16"]["peak_flop_s"]
+                a["attnmt-bf16_flops"] = flops_share(a, peak, "attnmt-bf16")
 
-    out = REPO / "bench" / "results" / f"peers_{datetime.date.today():%Y%m%d}.json"
+    stamp = f"{datetime.datetime.now():%Y%m%d-%H%M}"
+    out = REPO / "bench" / "results" / f"peers_{args.arch}_{args.minutes:g}min_{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nbudget {args.minutes} min per toolkit, {args.threads} threads, nice {os.nice(0)}")
@@ -618,11 +644,13 @@ def main() -> None:
         print(f"\n{arch}: {s['train_pairs']} train / {s['test_pairs']} test pairs, vocab "
               f"{s['vocab']}, output cap {s['output_cap_tokens']} tokens")  # fmt: skip
         print(table(arch, a))
-        if "attnmt_flops" in a:
-            f = a["attnmt_flops"]
-            print(f"attnmt training: {f['achieved_flop_s'] / 1e9:.2f} GFLOP/s = "
-                  f"{100 * f['share_of_peak']:.1f}% of the measured fp32 matmul peak "
-                  f"({results['matmul_peak']['peak_flop_s'] / 1e9:.1f} GFLOP/s)")  # fmt: skip
+        for name, peak_key, kind in (("attnmt", "matmul_peak", "fp32"),
+                                     ("attnmt-bf16", "matmul_peak_bf16", "bf16")):  # fmt: skip
+            if f"{name}_flops" in a:
+                f = a[f"{name}_flops"]
+                print(f"{name} training: {f['achieved_flop_s'] / 1e9:.2f} GFLOP/s = "
+                      f"{100 * f['share_of_peak']:.1f}% of the measured {kind} matmul peak "
+                      f"({results[peak_key]['peak_flop_s'] / 1e9:.1f} GFLOP/s)")  # fmt: skip
     print(f"\nwritten: {out}")
 
 
