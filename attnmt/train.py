@@ -182,6 +182,8 @@ def make_checkpoint(
 def train(cfg: Config, log: Any = print) -> Path:
     """Train (or resume) the run in ``cfg.train.out_dir``; returns the run directory."""
     t = cfg.train
+    if t.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"train.precision: unknown {t.precision!r} (use fp32, bf16 or fp16)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = pick_device(t.device)

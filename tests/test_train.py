@@ -84,6 +84,37 @@ def test_tiny_batch_overfits(tmp_path: Path) -> None:
     assert [r for r in records if r["kind"] == "train"][-1]["loss"] < 0.05
 
 
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_bf16_autocast_on_cpu_overfits_and_keeps_fp32_weights(tmp_path: Path, arch: str) -> None:
+    cfg = tiny_cfg(
+        tmp_path,
+        f"model.arch={arch}",
+        "model.heads=2",
+        "model.ff_dim=64",
+        "data.dev_fraction=0",
+        "data.test_fraction=0",
+        "data.limit=6",
+        "train.label_smoothing=0",
+        "train.max_steps=150",
+        "train.eval_every=150",
+        "train.save_every=150",
+        "train.lr=0.01",
+        "train.schedule=constant",
+        "train.precision=bf16",
+    )
+    run = train(cfg, log=lambda *_: None)
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert losses[-1] < 0.2 * losses[0]  # bf16 matmuls still learn the tiny batch
+    weights = load_checkpoint(run / "last.pt")["model"]
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+
+
+def test_unknown_precision_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="train.precision"):
+        train(tiny_cfg(tmp_path, "train.precision=bf61"), log=lambda *_: None)
+
+
 def test_early_stopping_and_plateau_decay(tmp_path: Path) -> None:
     """With lr 0 nothing can improve: the plateau schedule halves the lr after every validation
     without a dev BLEU gain, and early stopping ends the run after `patience` of them."""
