@@ -118,16 +118,19 @@ class AttentionLSTMDecoder(nn.Module):
                 )
             self.out.weight = self.embed.weight
 
+    def embed_inputs(self, y: Tensor) -> Tensor:
+        """Previous target tokens (B, T) -> dropped-out embeddings (B, T, E)."""
+        return self.drop(self.embed(y))
+
     def run(
-        self, y: Tensor, state: LSTMState, enc: EncoderOut
+        self, x: Tensor, state: LSTMState, enc: EncoderOut
     ) -> tuple[Tensor, LSTMState, Tensor, Tensor]:
-        """Decode T steps given inputs y (B, T); T > 1 only without input feeding.
+        """Decode T steps given embedded inputs x (B, T, E); T > 1 only without input feeding.
 
         Returns the attentional vectors att (B,T,H), the new state, attention weights and scores
         (B,T,S). The vocabulary projection is left to the caller: training applies it once to
         all T steps (one large matrix multiply instead of T small ones).
         """
-        x = self.drop(self.embed(y))  # (B, T, E)
         if self.input_feeding:
             x = torch.cat([x, state.att.unsqueeze(1)], dim=-1)  # (B, 1, E+H)
         hc = (state.h.transpose(0, 1).contiguous(), state.c.transpose(0, 1).contiguous())  # (L,B,H)
@@ -172,7 +175,8 @@ class RNNSeq2Seq(Seq2Seq):
     def decode_step(
         self, y_prev: Tensor, state: LSTMState, enc: EncoderOut
     ) -> tuple[Tensor, LSTMState, StepAttention]:
-        att, state, weights, scores = self.decoder.run(y_prev.unsqueeze(1), state, enc)
+        x = self.decoder.embed_inputs(y_prev.unsqueeze(1))  # (B, 1, E)
+        att, state, weights, scores = self.decoder.run(x, state, enc)
         logp = torch.log_softmax(self.decoder.out(att[:, 0]), dim=-1)  # (B, V)
         # (B, 1, S) -> (B, L=1, nh=1, S): the interface's layer and head dims
         attn = StepAttention(weights=weights.unsqueeze(1), scores=scores.unsqueeze(1))
@@ -181,14 +185,17 @@ class RNNSeq2Seq(Seq2Seq):
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         enc = self.encode(src, src_mask)
         state = self.init_state(enc)
+        # All T inputs are embedded at once: one embedding backward (a dense V x E gradient)
+        # per batch instead of one per step.
+        x = self.decoder.embed_inputs(tgt_in)  # (B, T, E)
         if not self.decoder.input_feeding:
             # Without input feeding the steps do not depend on each other's attention, so the
             # LSTM and attention run over all T positions at once (same numbers, far fewer calls).
-            att, _, _, _ = self.decoder.run(tgt_in, state, enc)  # (B, T, H)
+            att, _, _, _ = self.decoder.run(x, state, enc)  # (B, T, H)
             return self.decoder.out(att)  # (B, T, V)
         steps = []
         for t in range(tgt_in.size(1)):
-            att, state, _, _ = self.decoder.run(tgt_in[:, t : t + 1], state, enc)
+            att, state, _, _ = self.decoder.run(x[:, t : t + 1], state, enc)
             steps.append(att)  # (B, 1, H)
         # The steps depend on each other only through att; the vocabulary projection does not
         # feed back, so it runs once over all T steps.

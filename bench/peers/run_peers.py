@@ -275,6 +275,15 @@ def worker_ct2_translate(model_dir: str, src: str, out: str, cap: int, threads: 
 # --------------------------------------------------------------------------------------------
 
 
+def onmt_checkpoints(onmt_dir: Path) -> list[Path]:
+    """OpenNMT-py's complete checkpoints, oldest first. It writes them in place (no temp file and
+    rename), so the one it was writing when killed at the budget is a truncated zip: skipped."""
+    import zipfile
+
+    found = sorted(onmt_dir.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
+    return [p for p in found if zipfile.is_zipfile(p)]
+
+
 def render(template: str, path: Path, **values: Any) -> Path:
     text = Template((HERE / "configs" / template).read_text()).substitute(values)
     path.write_text(text)
@@ -329,7 +338,7 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         res = json.loads((work / "train.json").read_text())
         cap = res["setup"]["output_cap_tokens"]
         joey_cfg = work / "joey.yaml"
-        ckpts = sorted(onmt_dir.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
+        ckpts = onmt_checkpoints(onmt_dir)
         return translate_all(arch, args, work, res, cap, joey_cfg, ckpts)
 
     # 1. attnmt trains first: it defines the split and the SentencePiece vocabulary. With
@@ -418,7 +427,7 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     r = run_child(cmd, log, args.threads, budget_s, "Starting training on", signal.SIGKILL)
     check(r, log, "OpenNMT-py training", allow_stop=True)
     text = log.read_text(errors="ignore")
-    ckpts = sorted(onmt_dir.glob("model_step_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
+    ckpts = onmt_checkpoints(onmt_dir)
     if not ckpts:
         raise SystemExit(f"OpenNMT-py saved no checkpoint (lower --ckpt-every); see {log}")
     res["opennmt-py"] = {
