@@ -30,6 +30,12 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len-a", type=float, help="output length limit a*src_len+b: a")
     p.add_argument("--max-len-b", type=int, help="output length limit a*src_len+b: b")
     p.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
+    p.add_argument(
+        "--early-stop",
+        action="store_true",
+        default=None,
+        help="beam: end a sentence when its best candidate ends (as OpenNMT-py, JoeyNMT)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     p.add_argument(
@@ -54,6 +60,7 @@ def _translator(args: argparse.Namespace):
         ("max_len_a", "max_len_a"),
         ("max_len_b", "max_len_b"),
         ("length_penalty", "length_penalty"),
+        ("early_stop", "early_stop"),
     ]:
         if getattr(args, opt, None) is not None:
             setattr(dc, key, getattr(args, opt))

@@ -108,12 +108,15 @@ def beam_search(
     length_penalty_alpha: float,
     max_len_a: float,
     max_len_b: int,
+    early_stop: bool = False,
 ) -> list[list[Candidate]]:
     """Keep the ``beam`` best partial hypotheses per sentence; return the ``n_best`` best.
 
-    A sentence is done when ``beam`` hypotheses have ended with ``<eos>`` (not when the top one
-    has), or when it reaches its length limit; it then leaves the batch, so later steps compute
-    only for the sentences still searching. The search ends when every sentence is done.
+    A sentence is done when ``beam`` hypotheses have ended with ``<eos>``, or when it reaches its
+    length limit; it then leaves the batch, so later steps compute only for the sentences still
+    searching. The search ends when every sentence is done. ``early_stop`` also ends a sentence
+    as soon as its best candidate ends (and ``n_best`` have ended), as OpenNMT-py and JoeyNMT do:
+    fewer steps, but a longer hypothesis the length penalty would have ranked first can be missed.
     Shapes: n live sentences, rows n*K (row g*K + k is beam k of live sentence g).
     """
     if beam < 1 or n_best < 1 or n_best > beam:
@@ -178,10 +181,12 @@ def beam_search(
         rows_cpu = rows.cpu()
         attn_hist = torch.cat([attn_hist.index_select(0, rows_cpu), step_attn[rows_cpu]], 1)
 
-        # Sentences with K ended hypotheses, or at their length limit, leave the batch.
+        # Sentences with K ended hypotheses (or early_stop: whose best candidate ended), or at
+        # their length limit, leave the batch.
+        top_ended = is_eos[:, 0].tolist() if early_stop else [False] * n
         going = []
         for g, b in enumerate(alive):
-            if len(finished[b]) >= K:
+            if len(finished[b]) >= K or (top_ended[g] and len(finished[b]) >= n_best):
                 continue
             if t + 1 >= limits[b]:
                 # Length limit: the live hypotheses are returned unfinished, never dropped.

@@ -125,7 +125,7 @@ class Translator:
             else:
                 found = beam_search(
                     self.model, src, src_mask, beam, n_best, dc.length_penalty,
-                    dc.max_len_a, dc.max_len_b,
+                    dc.max_len_a, dc.max_len_b, dc.early_stop,
                 )  # fmt: skip
             for i, cands, src_pieces in zip(chunk, found, pieces):
                 results[i] = [

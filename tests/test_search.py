@@ -228,3 +228,28 @@ def test_scripted_beam_keeps_searching_after_top_hypothesis_ends():
 
     greedy = greedy_search(Scripted(), src, src_mask, 5.0, 5)
     assert [g[0].ids for g in greedy] == [[A], [A]]  # greedy cannot see past step 2
+
+
+class CountingScripted(Scripted):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def decode_step(self, y_prev, state, enc):
+        self.steps += 1
+        return super().decode_step(y_prev, state, enc)
+
+
+def test_early_stop_ends_a_sentence_when_its_best_candidate_ends():
+    src, src_mask = sources([[9], [9, 9, 9]])
+    full_model, early_model = CountingScripted(), CountingScripted()
+    full = beam_search(full_model, src, src_mask, 2, 1, 2.0, 5.0, 5)
+    early = beam_search(early_model, src, src_mask, 2, 1, 2.0, 5.0, 5, early_stop=True)
+    assert [c[0].ids for c in full] == [[B, C], [B, C]]  # waits for K=2 ended hypotheses
+    # "a <eos>" is the best candidate at step 2, so early_stop ends there, before "b c" ends
+    # (which alpha=2 would have ranked first): one step fewer, a different answer.
+    assert [c[0].ids for c in early] == [[A], [A]]
+    assert (early_model.steps, full_model.steps) == (2, 3)
+    # With n_best=2 it needs two ended hypotheses, so it goes on past the first.
+    both = beam_search(Scripted(), src, src_mask, 2, 2, 2.0, 5.0, 5, early_stop=True)
+    assert [[c.ids for c in cands] for cands in both] == [[[B, C], [A]]] * 2

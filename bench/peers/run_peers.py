@@ -194,6 +194,7 @@ import json, sys, time
 from pathlib import Path
 import torch
 ckpt, src, out, cap, threads, engine = sys.argv[1:7]
+early_stop = sys.argv[7:] == ["es"]
 torch.set_num_threads(int(threads))
 if engine == "ct2":
     from attnmt.ct2 import CT2Translator, export_ctranslate2
@@ -204,6 +205,8 @@ else:
     tr = Translator.from_checkpoint(ckpt, quantize=engine == "int8")
 d = tr.cfg.decode
 d.max_len_a, d.max_len_b, d.batch_size, d.length_penalty = 0.0, int(cap), 64, 1.0
+if early_stop:
+    d.early_stop = True
 lines = Path(src).read_text().splitlines()
 res = {}
 for beam in (1, 5):
@@ -456,17 +459,20 @@ def translate_all(
     n_test = len(refs.read_text().splitlines())
     out = work / "hyps"
     out.mkdir(exist_ok=True)
-    jobs: list[tuple[str, list[str], bool]] = [
-        ("attnmt", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(run_dir / "last.pt"), str(src_raw),
-                    str(out / "attnmt"), str(cap), str(args.threads), "torch"], False),
-        ("attnmt+int8", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(run_dir / "last.pt"),
-                         str(src_raw), str(out / "attnmt+int8"), str(cap), str(args.threads),
-                         "int8"], False),
-    ]  # fmt: skip
+    # attnmt rows: name, checkpoint, engine (torch / int8 = --quantize), early stop.
+    attnmt_rows = [
+        ("attnmt", run_dir, "torch", ""),
+        ("attnmt-es", run_dir, "torch", "es"),
+        ("attnmt+int8", run_dir, "int8", ""),
+        ("attnmt+int8-es", run_dir, "int8", "es"),
+    ]
     if "attnmt-bf16" in res:
-        jobs.append(("attnmt-bf16", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE,
-                     str(work / "attnmt-bf16" / "last.pt"), str(src_raw), str(out / "attnmt-bf16"),
-                     str(cap), str(args.threads), "torch"], False))  # fmt: skip
+        attnmt_rows.append(("attnmt-bf16", work / "attnmt-bf16", "torch", ""))
+    jobs: list[tuple[str, list[str], bool]] = [
+        (name, [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(ckpt_dir / "last.pt"), str(src_raw),
+                str(out / name), str(cap), str(args.threads), engine, es], False)
+        for name, ckpt_dir, engine, es in attnmt_rows
+    ]  # fmt: skip
     jobs += [
         ("joeynmt", [peers_py, __file__, "--worker", "joey", str(joey_cfg), str(src_pieces),
                      str(out / "joeynmt"), str(cap), str(args.threads)], True),
@@ -549,7 +555,8 @@ def table(arch: str, res: dict[str, Any]) -> str:
     for name, row in rows:
         lines.append(name.ljust(width) + "".join(cell(row.get(k), f) for k, _, f in COLUMNS))
     pairs = [("attnmt", "joeynmt"), ("attnmt", "opennmt-py"), ("attnmt-bf16", "joeynmt"),
-             ("attnmt-bf16", "opennmt-py"), ("attnmt+int8", "opennmt-py"),
+             ("attnmt-bf16", "opennmt-py"), ("attnmt-es", "opennmt-py"),
+             ("attnmt+int8", "opennmt-py"), ("attnmt+int8-es", "opennmt-py"),
              ("attnmt+ct2", "opennmt-py+ct2")]  # fmt: skip
     for ours, peer in pairs:
         if ours in res and peer in res:
