@@ -502,10 +502,18 @@ def translate_all(
     for name, cmd, pieces in jobs:
         print(f"[{arch}] translating: {name} ...", flush=True)
         log = work / "logs" / f"translate_{name}.log"
-        r = run_child(cmd, log, args.threads)
-        check(r, log, f"{name} translation")
+        # A time limit per translation job: JoeyNMT's Transformer decodes without a key/value
+        # cache (every step re-runs the whole prefix), which an undertrained model that runs to
+        # the output cap turns into many minutes.
+        limit = args.translate_timeout
+        r = run_child(cmd, log, args.threads, limit, "", signal.SIGKILL, grace_s=0.0)
         toolkit, _, beam_tag = name.partition(".")
         entry = res.setdefault(toolkit, {})
+        if r["stopped"]:
+            entry["translate_timeout_s"] = limit
+            print(f"[{arch}] {name}: no result within {limit:.0f} s (killed)", flush=True)
+            continue
+        check(r, log, f"{name} translation")
         if toolkit == "opennmt-py":
             # "Total translation time" is printed to 0.1 s; the per-sentence mean has 3 digits.
             ms = re.findall(r"Average translation time \(ms\): ([\d.]+)", log.read_text())[-1]
@@ -614,6 +622,12 @@ def main() -> None:
     )
     ap.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     ap.add_argument("--attnmt-set", action="append", default=[], help="extra attnmt --set")
+    ap.add_argument(
+        "--translate-timeout",
+        type=float,
+        default=600.0,
+        help="seconds per translation job (greedy + beam 5) before it is killed and left out",
+    )
     ap.add_argument(
         "--bf16", action="store_true", help="also train attnmt with bfloat16 autocast (a row)"
     )
