@@ -87,7 +87,7 @@ class TrainConfig:
     log_every: int = 20  # steps between log lines in train_log.jsonl
     threads: int = 0  # torch intra-op threads (0 = torch default)
     device: str = "auto"  # "auto", "cpu", "cuda"
-    precision: str = "fp32"  # "fp32", "bf16" (GPU or CPU) or "fp16" (GPU) autocast
+    precision: str = "fp32"  # "fp32", "bf16" (GPU, or a CPU with AVX512/AMX) or "fp16" autocast
     progress: bool = True  # show a progress bar
 
 

@@ -179,14 +179,35 @@ def make_checkpoint(
 # --------------------------------------------------------------------------------------------
 
 
+def cpu_supports(precision: str) -> bool:
+    """Whether this CPU has oneDNN kernels for ``precision`` ("bf16" or "fp16")."""
+    if precision == "bf16":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Reject ``train.precision`` values the device cannot run, before any data is read."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"train.precision: unknown {precision!r} (use fp32, bf16 or fp16)")
+    # On a CPU, autocast sends the LSTM and the matmuls to oneDNN, which has bf16 kernels only
+    # with AVX512 (or AMX) and fp16 kernels only with AVX512-FP16 (or AMX-FP16). Without them
+    # the LSTM dies at its first step with "could not create a primitive descriptor", so say
+    # it here, in terms of the config key.
+    if device.type == "cpu" and precision != "fp32" and not cpu_supports(precision):
+        raise ValueError(
+            f"train.precision={precision}: this CPU has no {precision} kernels in PyTorch's "
+            f"oneDNN backend (they need AVX512 or AMX instructions); use train.precision=fp32"
+        )
+
+
 def train(cfg: Config, log: Any = print) -> Path:
     """Train (or resume) the run in ``cfg.train.out_dir``; returns the run directory."""
     t = cfg.train
-    if t.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"train.precision: unknown {t.precision!r} (use fp32, bf16 or fp16)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = pick_device(t.device)
+    check_precision(t.precision, device)
     if world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

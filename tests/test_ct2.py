@@ -162,8 +162,15 @@ def test_int8_export_loads_and_translates(trained, tmp_path):
     found = CT2Translator(out, compute_type="int8").translate(TEXTS, beam=2)
     ref = CT2Translator(trained["ct2"]).translate(TEXTS, beam=2)
     assert len(found) == len(TEXTS) and all(len(h) == 1 for h in found)
-    # Quantization perturbs the numbers, not what a trained model translates.
-    assert sum(a[0].ids == b[0].ids for a, b in zip(found, ref)) >= len(TEXTS) - 1
+    # Quantization perturbs the numbers, not what the model has learned: of the sentences the
+    # float model gets right (uppercase, reversed), the int8 model gets all but at most one right.
+    # Where the float model is unsure they may differ (a d=32 model; on an AVX2-only CPU 3 of 8
+    # outputs differ, one of them a sentence the float model gets right), so those are not
+    # compared. A broken export would get most of them wrong.
+    right = [t.upper().split()[::-1] for t in TEXTS]
+    learned = [i for i, h in enumerate(ref) if h[0].tokens == right[i]]
+    assert len(learned) >= len(TEXTS) // 2  # the fixture did learn the task
+    assert sum(found[i][0].tokens == right[i] for i in learned) >= len(learned) - 1
 
 
 def test_lstm_export_is_refused(tmp_path):

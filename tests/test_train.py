@@ -17,7 +17,7 @@ import yaml
 
 from attnmt.config import load_config
 from attnmt.model import load_checkpoint
-from attnmt.train import lr_factor, train
+from attnmt.train import cpu_supports, lr_factor, train
 from tests.conftest import SHARED_DATA, TINY_OVERRIDES, write_tiny_tsv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +84,7 @@ def test_tiny_batch_overfits(tmp_path: Path) -> None:
     assert [r for r in records if r["kind"] == "train"][-1]["loss"] < 0.05
 
 
+@pytest.mark.skipif(not cpu_supports("bf16"), reason="this CPU has no oneDNN bf16 kernels")
 @pytest.mark.parametrize("arch", ["lstm", "transformer"])
 def test_bf16_autocast_on_cpu_overfits_and_keeps_fp32_weights(tmp_path: Path, arch: str) -> None:
     cfg = tiny_cfg(
@@ -108,6 +109,16 @@ def test_bf16_autocast_on_cpu_overfits_and_keeps_fp32_weights(tmp_path: Path, ar
     assert losses[-1] < 0.2 * losses[0]  # bf16 matmuls still learn the tiny batch
     weights = load_checkpoint(run / "last.pt")["model"]
     assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_on_a_cpu_without_kernels_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str
+) -> None:
+    monkeypatch.setattr("attnmt.train.cpu_supports", lambda p: False)
+    with pytest.raises(ValueError, match=f"train.precision={precision}: this CPU has no"):
+        train(tiny_cfg(tmp_path, f"train.precision={precision}"), log=lambda *_: None)
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_unknown_precision_is_an_error(tmp_path: Path) -> None:

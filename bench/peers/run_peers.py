@@ -641,6 +641,14 @@ def main() -> None:
         "minutes": args.minutes, "limit": args.limit, "threads": args.threads,
         "nice": os.nice(0), "archs": {},
     }  # fmt: skip
+    if args.bf16:
+        import torch
+
+        # Same torch as attnmt's venv; attnmt refuses bf16 on a CPU without oneDNN bf16 kernels.
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            results["bf16_skipped"] = "this CPU has no oneDNN bf16 kernels (no AVX512/AMX)"
+            print(f"--bf16 skipped: {results['bf16_skipped']}", flush=True)
+            args.bf16 = False
     for arch in archs:
         work = Path(args.work) / arch
         if work.exists() and not args.skip_train:
