@@ -195,9 +195,10 @@ def check_precision(precision: str, device: torch.device) -> None:
     # the LSTM dies at its first step with "could not create a primitive descriptor", so say
     # it here, in terms of the config key.
     if device.type == "cpu" and precision != "fp32" and not cpu_supports(precision):
+        needs = "AVX512 or AMX" if precision == "bf16" else "AVX512-FP16 or AMX-FP16"
         raise ValueError(
             f"train.precision={precision}: this CPU has no {precision} kernels in PyTorch's "
-            f"oneDNN backend (they need AVX512 or AMX instructions); use train.precision=fp32"
+            f"oneDNN backend (they need {needs} instructions); use train.precision=fp32"
         )
 
 
