@@ -49,21 +49,35 @@ def measure_peak(
     sizes: tuple[int, ...] = (1024, 2048, 3072),
     repeats: int = 7,
     dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Matmul FLOP/s in ``dtype``: per size the median of ``repeats`` timed runs; the best size.
 
-    bfloat16 is the ceiling for training under bf16 autocast (its matmuls run in bf16)."""
+    bfloat16 is the ceiling for training under bf16 autocast (its matmuls run in bf16). On a GPU
+    the sizes grow to 8192 (small products cannot fill it) and each timing waits for the GPU.
+    fp32 there follows PyTorch's default (no TF32 for matmuls), as training does."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    gpu = device != "cpu"
+    if gpu:
+        sizes = (2048, 4096, 8192)
+
+    def sync() -> None:
+        if gpu:
+            torch.cuda.synchronize(device)
+
     per_size = {}
     for n in sizes:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        c = torch.empty(n, n, dtype=dtype)
-        torch.mm(a, b, out=c)  # warm-up: thread pool, page faults
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+        c = torch.empty(n, n, dtype=dtype, device=device)
+        torch.mm(a, b, out=c)  # warm-up: thread pool, page faults, GPU kernel choice
+        sync()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             torch.mm(a, b, out=c)
+            sync()
             times.append(time.perf_counter() - t0)
         per_size[n] = 2 * n**3 / statistics.median(times)
     best = max(per_size, key=per_size.get)
@@ -73,6 +87,7 @@ def measure_peak(
         "per_size_flop_s": per_size,
         "threads": threads,
         "dtype": str(dtype).removeprefix("torch."),
+        "device": torch.cuda.get_device_name(device) if gpu else "cpu",
         "torch": torch.__version__,
     }
 

@@ -42,8 +42,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "bench" / "peers"
-ATTNMT_PY = REPO / ".venv" / "bin" / "python"
-PEERS_BIN = Path(sys.executable).parent
+# attnmt's interpreter: its own venv here; on a GPU machine (bench/gpu/run_device.sh) one Python
+# holds attnmt and the peers, named by ATTNMT_PYTHON.
+ATTNMT_PY = Path(os.environ.get("ATTNMT_PYTHON", REPO / ".venv" / "bin" / "python"))
+PEERS_PY = sys.executable
 SPECIALS = {"<pad>", "<bos>", "<eos>", "<unk>"}
 
 # --------------------------------------------------------------------------------------------
@@ -60,7 +62,8 @@ def child_env(threads: int) -> dict[str, str]:
         # pickled option objects, so their own loaders need the old behaviour.
         TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
         PYTHONUNBUFFERED="1",
-        PYTHONPATH=str(REPO),
+        # The repo first; keep a PYTHONPATH the caller set (wheels unpacked on a GPU machine).
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
     )
     return env
 
@@ -193,8 +196,8 @@ ATTNMT_TRANSLATE = """
 import json, sys, time
 from pathlib import Path
 import torch
-ckpt, src, out, cap, threads, engine = sys.argv[1:7]
-early_stop = sys.argv[7:] == ["es"]
+ckpt, src, out, cap, threads, engine, device = sys.argv[1:8]
+early_stop = sys.argv[8:] == ["es"]
 torch.set_num_threads(int(threads))
 if engine == "ct2":
     from attnmt.ct2 import CT2Translator, export_ctranslate2
@@ -202,7 +205,7 @@ if engine == "ct2":
                        intra_threads=int(threads))
 else:
     from attnmt.translate import Translator
-    tr = Translator.from_checkpoint(ckpt, quantize=engine == "int8")
+    tr = Translator.from_checkpoint(ckpt, device=device, quantize=engine == "int8")
 d = tr.cfg.decode
 d.max_len_a, d.max_len_b, d.batch_size, d.length_penalty = 0.0, int(cap), 64, 1.0
 if early_stop:
@@ -333,7 +336,7 @@ def lr_peak_warmup(train_cfg: dict[str, Any]) -> tuple[float, int]:
 def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     budget_s = args.minutes * 60
     data, res = work / "data", {}
-    peers_py = str(PEERS_BIN / "python")
+    gpu = args.device == "cuda"
 
     run_dir = work / "attnmt"
     joey_dir, onmt_dir = work / "joeynmt", work / "opennmt"
@@ -341,8 +344,7 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         res = json.loads((work / "train.json").read_text())
         cap = res["setup"]["output_cap_tokens"]
         joey_cfg = work / "joey.yaml"
-        ckpts = onmt_checkpoints(onmt_dir)
-        return translate_all(arch, args, work, res, cap, joey_cfg, ckpts)
+        return translate_all(arch, args, work, res, cap, joey_cfg)
 
     # 1. attnmt trains first: it defines the split and the SentencePiece vocabulary. With
     # --bf16 a second attnmt run trains the same config under bfloat16 autocast on the CPU.
@@ -350,7 +352,7 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         f"train.max_minutes={args.minutes}",
         "train.max_steps=100000000", "train.eval_every=100000000", "train.save_every=100000000",
         "train.eval_max_sents=100", "train.patience=0", "train.progress=false", "train.log_every=5",
-        f"train.threads={args.threads}", "train.device=cpu", *args.attnmt_set,
+        f"train.threads={args.threads}", f"train.device={args.device}", *args.attnmt_set,
     ]  # fmt: skip
     if args.limit:
         sets.append(f"data.limit={args.limit}")
@@ -358,6 +360,8 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     variants = [("attnmt", run_dir, [])]
     if args.bf16:
         variants.append(("attnmt-bf16", work / "attnmt-bf16", ["train.precision=bf16"]))
+    if args.fp16:
+        variants.append(("attnmt-fp16", work / "attnmt-fp16", ["train.precision=fp16"]))
     for name, out_dir, extra in variants:
         log = work / "logs" / f"{name}_train.log"
         print(f"[{arch}] {name}: training {args.minutes} min ...", flush=True)
@@ -397,6 +401,7 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         # OpenNMT-py's noam = lr * H^-0.5 * min(s^-0.5, s * w^-1.5), the same curve as attnmt's
         # inverse_sqrt when lr = peak * sqrt(H * w).
         noam_lr=lr * math.sqrt(model_cfg["hidden"] * warmup),
+        joey_cuda=str(gpu).lower(),
     )  # fmt: skip
     if arch == "lstm" and not (model_cfg["bidirectional"] and model_cfg["input_feeding"]):
         raise SystemExit("the peer LSTM templates assume a bidirectional encoder + input feeding")
@@ -405,11 +410,40 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     # 3. Peers train for the same budget.
     onmt_dir.mkdir(parents=True, exist_ok=True)
     joey_cfg = render(f"joey_{arch}.yaml", work / "joey.yaml", model_dir=joey_dir, **common)
-    onmt_cfg = render(f"onmt_{arch}.yaml", work / "onmt.yaml", model_dir=onmt_dir, **common)
+    onmt_runs = [("opennmt-py", onmt_dir, "")]
+    if args.fp16:
+        # OpenNMT-py's mixed precision: torch autocast + GradScaler, as attnmt's train.precision.
+        onmt_runs.append(("opennmt-py-fp16", work / "opennmt-fp16", "model_dtype: fp16\n"))
+    onmt_cfgs = {}
+    for name, model_dir, extra in onmt_runs:
+        cfg_path = render(f"onmt_{arch}.yaml", work / f"{name}.yaml", model_dir=model_dir, **common)
+        if gpu:
+            extra += "gpu_ranks: [0]\nworld_size: 1\n"
+        cfg_path.write_text(cfg_path.read_text() + extra)
+        onmt_cfgs[name] = (cfg_path, model_dir)
+    res["setup"]["peers"] = args.peers
 
+    if "joeynmt" in args.peers:
+        train_joey(arch, args, work, res, joey_cfg, joey_dir, budget_s)
+    for name, (cfg_path, model_dir) in onmt_cfgs.items():
+        if "opennmt-py" in args.peers:
+            train_onmt(arch, args, work, res, name, cfg_path, model_dir, budget_s)
+    (work / "train.json").write_text(json.dumps(res, indent=2))
+    return translate_all(arch, args, work, res, cap, joey_cfg)
+
+
+def train_joey(
+    arch: str,
+    args: argparse.Namespace,
+    work: Path,
+    res: dict[str, Any],
+    joey_cfg: Path,
+    joey_dir: Path,
+    budget_s: float,
+) -> None:
     print(f"[{arch}] JoeyNMT: training {args.minutes} min ...", flush=True)
     log = work / "logs" / "joey_train.log"
-    cmd = [peers_py, "-m", "joeynmt", "train", str(joey_cfg), "--skip-test"]
+    cmd = [PEERS_PY, "-m", "joeynmt", "train", str(joey_cfg), "--skip-test"]
     r = run_child(cmd, log, args.threads, budget_s, "EPOCH 1", signal.SIGINT)
     check(r, log, "JoeyNMT training", allow_stop=True)
     text = log.read_text(errors="ignore")
@@ -424,24 +458,34 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if not (joey_dir / "latest.ckpt").exists():
         raise SystemExit(f"JoeyNMT saved no checkpoint; see {log}")
 
-    print(f"[{arch}] OpenNMT-py: training {args.minutes} min ...", flush=True)
-    log = work / "logs" / "onmt_train.log"
-    cmd = [str(PEERS_BIN / "onmt_train"), "-config", str(onmt_cfg)]
+
+def train_onmt(
+    arch: str,
+    args: argparse.Namespace,
+    work: Path,
+    res: dict[str, Any],
+    name: str,
+    onmt_cfg: Path,
+    onmt_dir: Path,
+    budget_s: float,
+) -> None:
+    print(f"[{arch}] {name}: training {args.minutes} min ...", flush=True)
+    log = work / "logs" / f"{name}_train.log"
+    cmd = [PEERS_PY, "-m", "onmt.bin.train", "-config", str(onmt_cfg)]
     r = run_child(cmd, log, args.threads, budget_s, "Starting training on", signal.SIGKILL)
-    check(r, log, "OpenNMT-py training", allow_stop=True)
+    check(r, log, f"{name} training", allow_stop=True)
     text = log.read_text(errors="ignore")
     ckpts = onmt_checkpoints(onmt_dir)
     if not ckpts:
-        raise SystemExit(f"OpenNMT-py saved no checkpoint (lower --ckpt-every); see {log}")
-    res["opennmt-py"] = {
+        raise SystemExit(f"{name} saved no checkpoint (lower --ckpt-every); see {log}")
+    res[name] = {
         "train_tok_s": median_rate([float(x) for x in re.findall(r"/\s*(\d+) tok/s", text)]),
         "steps": max([int(x) for x in re.findall(r"Step (\d+)/", text)], default=0),
         "ckpt_step": int(ckpts[-1].stem.split("_")[-1]),
         "train_peak_rss_mib": r["peak_rss_mib"],
         "loop_s": r["loop_s"],
+        "checkpoint": str(ckpts[-1]),
     }
-    (work / "train.json").write_text(json.dumps(res, indent=2))
-    return translate_all(arch, args, work, res, cap, joey_cfg, ckpts)
 
 
 def translate_all(
@@ -451,54 +495,61 @@ def translate_all(
     res: dict[str, Any],
     cap: int,
     joey_cfg: Path,
-    ckpts: list[Path],
 ) -> dict[str, Any]:
     """4. Translate the same test set, greedy and beam 5, same cap; 5. score it."""
-    data, run_dir, peers_py = work / "data", work / "attnmt", str(PEERS_BIN / "python")
+    data, run_dir, peers_py = work / "data", work / "attnmt", PEERS_PY
+    gpu = args.device == "cuda"
     src_raw, src_pieces, refs = data / "test.src.txt", data / "test.en", data / "test.ref.txt"
     n_test = len(refs.read_text().splitlines())
     out = work / "hyps"
     out.mkdir(exist_ok=True)
     # attnmt rows: name, checkpoint, engine (torch / int8 = --quantize), early stop.
-    attnmt_rows = [
-        ("attnmt", run_dir, "torch", ""),
-        ("attnmt-es", run_dir, "torch", "es"),
-        ("attnmt+int8", run_dir, "int8", ""),
-        ("attnmt+int8-es", run_dir, "int8", "es"),
-    ]
-    if "attnmt-bf16" in res:
-        attnmt_rows.append(("attnmt-bf16", work / "attnmt-bf16", "torch", ""))
+    # int8 (--quantize) and the CTranslate2 rows are CPU translation: left out on a GPU.
+    attnmt_rows = [("attnmt", run_dir, "torch", ""), ("attnmt-es", run_dir, "torch", "es")]
+    if not gpu:
+        attnmt_rows += [
+            ("attnmt+int8", run_dir, "int8", ""),
+            ("attnmt+int8-es", run_dir, "int8", "es"),
+        ]
+    for name in ("attnmt-bf16", "attnmt-fp16"):
+        if name in res:
+            attnmt_rows.append((name, work / name, "torch", ""))
     jobs: list[tuple[str, list[str], bool]] = [
         (name, [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(ckpt_dir / "last.pt"), str(src_raw),
-                str(out / name), str(cap), str(args.threads), engine, es], False)
+                str(out / name), str(cap), str(args.threads), engine, args.device, es], False)
         for name, ckpt_dir, engine, es in attnmt_rows
     ]  # fmt: skip
-    jobs += [
-        ("joeynmt", [peers_py, __file__, "--worker", "joey", str(joey_cfg), str(src_pieces),
-                     str(out / "joeynmt"), str(cap), str(args.threads)], True),
-    ]  # fmt: skip
-    for beam in (1, 5):
-        # OpenNMT-py's own CLI; -report_time prints the time spent translating (no loading).
-        cmd = [
-            str(PEERS_BIN / "onmt_translate"), "-model", str(ckpts[-1]), "-src", str(src_pieces),
-            "-output", str(out / f"opennmt-py.beam{beam}"), "-beam_size", str(beam),
-            "-max_length", str(cap), "-batch_size", "64", "-batch_type", "sents",
-            "-length_penalty", "wu", "-alpha", "1.0", "-report_time", "-gpu", "-1",
+    if "joeynmt" in res:
+        jobs += [
+            ("joeynmt", [peers_py, __file__, "--worker", "joey", str(joey_cfg), str(src_pieces),
+                         str(out / "joeynmt"), str(cap), str(args.threads)], True),
         ]  # fmt: skip
-        jobs.append((f"opennmt-py.beam{beam}", cmd, True))
-    if arch == "transformer":
+    onmt_names = [n for n in ("opennmt-py", "opennmt-py-fp16") if n in res]
+    for name in onmt_names:
+        for beam in (1, 5):
+            # OpenNMT-py's own CLI; -report_time prints the time spent translating (no loading).
+            cmd = [
+                peers_py, "-m", "onmt.bin.translate", "-model", res[name]["checkpoint"],
+                "-src", str(src_pieces), "-output", str(out / f"{name}.beam{beam}"),
+                "-beam_size", str(beam), "-max_length", str(cap), "-batch_size", "64",
+                "-batch_type", "sents", "-length_penalty", "wu", "-alpha", "1.0", "-report_time",
+                "-gpu", "0" if gpu else "-1",
+            ]  # fmt: skip
+            jobs.append((f"{name}.beam{beam}", cmd, True))
+    if arch == "transformer" and not gpu and "opennmt-py" in res:
         ct2_dir = work / "onmt_ct2"
         log = work / "logs" / "ct2_convert.log"
         if not (ct2_dir / "model.bin").exists():
-            cmd = [str(PEERS_BIN / "ct2-opennmt-py-converter"), "--model_path", str(ckpts[-1]),
-                   "--output_dir", str(ct2_dir), "--unsafe_deserialization", "--force"]  # fmt: skip
+            cmd = [peers_py, "-m", "ctranslate2.converters.opennmt_py",
+                   "--model_path", res["opennmt-py"]["checkpoint"], "--output_dir", str(ct2_dir),
+                   "--unsafe_deserialization", "--force"]  # fmt: skip
             check(run_child(cmd, log, args.threads), log, "CTranslate2 conversion")
         jobs.append(("opennmt-py+ct2", [peers_py, __file__, "--worker", "ct2", str(ct2_dir),
                      str(src_pieces), str(out / "opennmt-py+ct2"), str(cap),
                      str(args.threads)], True))  # fmt: skip
         jobs.append(("attnmt+ct2", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE,
                      str(run_dir / "last.pt"), str(src_raw), str(out / "attnmt+ct2"), str(cap),
-                     str(args.threads), "ct2"], False))  # fmt: skip
+                     str(args.threads), "ct2", "cpu"], False))  # fmt: skip
     for name, cmd, pieces in jobs:
         print(f"[{arch}] translating: {name} ...", flush=True)
         log = work / "logs" / f"translate_{name}.log"
@@ -514,7 +565,7 @@ def translate_all(
             print(f"[{arch}] {name}: no result within {limit:.0f} s (killed)", flush=True)
             continue
         check(r, log, f"{name} translation")
-        if toolkit == "opennmt-py":
+        if toolkit.startswith("opennmt-py") and "ct2" not in toolkit:
             # "Total translation time" is printed to 0.1 s; the per-sentence mean has 3 digits.
             ms = re.findall(r"Average translation time \(ms\): ([\d.]+)", log.read_text())[-1]
             secs = float(ms) * n_test / 1000
@@ -532,6 +583,8 @@ def translate_all(
             sc = score(hyp, refs)
             entry[f"{beam}_sent_s"] = n_test / secs
             entry[f"{beam}_bleu"], entry[f"{beam}_chrf"] = sc["bleu"], sc["chrf"]
+        # What is measured so far survives a run killed at an outer time limit.
+        (work / "partial.json").write_text(json.dumps(res, indent=2, default=str))
     return res
 
 
@@ -565,7 +618,8 @@ def table(arch: str, res: dict[str, Any]) -> str:
     pairs = [("attnmt", "joeynmt"), ("attnmt", "opennmt-py"), ("attnmt-bf16", "joeynmt"),
              ("attnmt-bf16", "opennmt-py"), ("attnmt-es", "opennmt-py"),
              ("attnmt+int8", "opennmt-py"), ("attnmt+int8-es", "opennmt-py"),
-             ("attnmt+ct2", "opennmt-py+ct2")]  # fmt: skip
+             ("attnmt+ct2", "opennmt-py+ct2"), ("attnmt-fp16", "opennmt-py-fp16"),
+             ("attnmt-fp16", "opennmt-py")]  # fmt: skip
     for ours, peer in pairs:
         if ours in res and peer in res:
             a, b = res[ours], res[peer]
@@ -631,7 +685,27 @@ def main() -> None:
     ap.add_argument(
         "--bf16", action="store_true", help="also train attnmt with bfloat16 autocast (a row)"
     )
+    ap.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also train attnmt (train.precision=fp16) and OpenNMT-py (model_dtype fp16) with "
+        "float16 autocast + loss scaling (rows; for GPUs)",
+    )
+    ap.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="train and translate on this device (cuda: no int8 or CTranslate2 rows)",
+    )
+    ap.add_argument(
+        "--peers",
+        default="joeynmt,opennmt-py",
+        help="comma-separated peers to run (joeynmt, opennmt-py)",
+    )
     args = ap.parse_args()
+    args.peers = [p for p in args.peers.split(",") if p]
+    if unknown := set(args.peers) - {"joeynmt", "opennmt-py"}:
+        ap.error(f"--peers: unknown {sorted(unknown)}")
     if not ATTNMT_PY.exists():
         raise SystemExit(f"{ATTNMT_PY} missing: attnmt's own venv is needed")
 
@@ -639,9 +713,14 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "minutes": args.minutes, "limit": args.limit, "threads": args.threads,
-        "nice": os.nice(0), "archs": {},
+        "nice": os.nice(0), "device": args.device, "archs": {},
     }  # fmt: skip
-    if args.bf16:
+    if args.device == "cuda":
+        import torch
+
+        results["gpu"] = torch.cuda.get_device_name()
+        results["torch"] = torch.__version__
+    if args.bf16 and args.device == "cpu":
         import torch
 
         # Same torch as attnmt's venv; attnmt refuses bf16 on a CPU without oneDNN bf16 kernels.
@@ -661,21 +740,27 @@ def main() -> None:
         import torch
         from matmul_peak import measure_peak
 
-        results["matmul_peak"] = measure_peak(threads=args.threads)
-        if args.bf16:
-            results["matmul_peak_bf16"] = measure_peak(threads=args.threads, dtype=torch.bfloat16)
+        dev = args.device
+        results["matmul_peak"] = measure_peak(threads=args.threads, device=dev)
+        low = [("bf16", torch.bfloat16)] if args.bf16 else []
+        low += [("fp16", torch.float16)] if args.fp16 else []
+        for kind, dtype in low:
+            results[f"matmul_peak_{kind}"] = measure_peak(args.threads, dtype=dtype, device=dev)
         for arch in archs:
             a = results["archs"][arch]
             a["attnmt_flops"] = flops_share(a, results["matmul_peak"]["peak_flop_s"])
-            if args.bf16:
-                peak = results["matmul_peak_bf16"]["peak_flop_s"]
-                a["attnmt-bf16_flops"] = flops_share(a, peak, "attnmt-bf16")
+            for kind, _ in low:
+                peak = results[f"matmul_peak_{kind}"]["peak_flop_s"]
+                a[f"attnmt-{kind}_flops"] = flops_share(a, peak, f"attnmt-{kind}")
 
     stamp = f"{datetime.datetime.now():%Y%m%d-%H%M}"
-    out = REPO / "bench" / "results" / f"peers_{args.arch}_{args.minutes:g}min_{stamp}.json"
+    tag = "_cuda" if args.device == "cuda" else ""
+    out = REPO / "bench" / "results" / f"peers{tag}_{args.arch}_{args.minutes:g}min_{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nbudget {args.minutes} min per toolkit, {args.threads} threads, nice {os.nice(0)}")
+    where = results.get("gpu", "CPU")
+    print(f"\nbudget {args.minutes} min per toolkit on {where}, {args.threads} threads, "
+          f"nice {os.nice(0)}")  # fmt: skip
     for arch in archs:
         a = results["archs"][arch]
         s = a["setup"]
@@ -683,7 +768,8 @@ def main() -> None:
               f"{s['vocab']}, output cap {s['output_cap_tokens']} tokens")  # fmt: skip
         print(table(arch, a))
         for name, peak_key, kind in (("attnmt", "matmul_peak", "fp32"),
-                                     ("attnmt-bf16", "matmul_peak_bf16", "bf16")):  # fmt: skip
+                                     ("attnmt-bf16", "matmul_peak_bf16", "bf16"),
+                                     ("attnmt-fp16", "matmul_peak_fp16", "fp16")):  # fmt: skip
             if f"{name}_flops" in a:
                 f = a[f"{name}_flops"]
                 print(f"{name} training: {f['achieved_flop_s'] / 1e9:.2f} GFLOP/s = "
