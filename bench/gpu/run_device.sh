@@ -62,7 +62,7 @@ run_peers() {  # arch, time limit, extra run_peers options
     local arch=$1 limit=$2
     shift 2
     step "peers: $arch on $DEVICE, $MINUTES min per toolkit $*"
-    ATTNMT_PYTHON="$PY" timeout "$limit" "$PY" -W ignore bench/peers/run_peers.py \
+    ATTNMT_PYTHON="$(command -v "$PY")" timeout "$limit" "$PY" -W ignore bench/peers/run_peers.py \
         --device "$DEVICE" --arch "$arch" --minutes "$MINUTES" --limit "$LIMIT" \
         --peers opennmt-py --threads 4 --ckpt-every "${CKPT_EVERY:-50}" --translate-timeout 60 \
         --work "/tmp/peers" "$@" 2>&1 | tee "$OUT/peers_$arch.log" | grep -v "^\[" | tail -30
