@@ -168,3 +168,26 @@ def test_overfits_tiny_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.02
+
+
+def test_fused_attention_never_uses_cudnn_kernel(monkeypatch):
+    """cuDNN's attention builds a graph per input shape (slow with bucketed batches): every
+    fused attention call runs with that backend off, and the global setting is left as it was."""
+    import attnmt.transformer as tr
+
+    seen = []
+    real = tr.F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append(
+            (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.math_sdp_enabled())
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tr.F, "scaled_dot_product_attention", spy)
+    model = make_model().train()
+    src, mask = batch(SRC)
+    model(src, mask, TGT_IN).sum().backward()
+    assert len(seen) == 2 * 3  # 2 layers: encoder self, decoder self and cross attention
+    assert seen == [(False, True)] * len(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
