@@ -344,6 +344,8 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         res = json.loads((work / "train.json").read_text())
         cap = res["setup"]["output_cap_tokens"]
         joey_cfg = work / "joey.yaml"
+        if "opennmt-py" in res and "checkpoint" not in res["opennmt-py"]:  # an older train.json
+            res["opennmt-py"]["checkpoint"] = str(onmt_checkpoints(onmt_dir)[-1])
         return translate_all(arch, args, work, res, cap, joey_cfg)
 
     # 1. attnmt trains first: it defines the split and the SentencePiece vocabulary. With
