@@ -29,6 +29,7 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="sentences per batch")
     p.add_argument("--max-len-a", type=float, help="output length limit a*src_len+b: a")
     p.add_argument("--max-len-b", type=int, help="output length limit a*src_len+b: b")
+    p.add_argument("--min-len", type=int, help="fewest output tokens before <eos> may end one")
     p.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
     p.add_argument(
         "--early-stop",
@@ -59,6 +60,7 @@ def _translator(args: argparse.Namespace):
         ("batch_size", "batch_size"),
         ("max_len_a", "max_len_a"),
         ("max_len_b", "max_len_b"),
+        ("min_len", "min_len"),
         ("length_penalty", "length_penalty"),
         ("early_stop", "early_stop"),
     ]:

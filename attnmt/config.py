@@ -99,6 +99,7 @@ class DecodeConfig:
     # Beam search ends a sentence once `beam` hypotheses have ended; early_stop ends it as soon
     # as its best candidate ends (what OpenNMT-py and JoeyNMT do): fewer steps, small BLEU risk.
     early_stop: bool = False
+    min_len: int = 0  # fewest output tokens before <eos> may end a hypothesis (0 = no floor)
     max_len_a: float = 1.5  # output length limit: a * source_length + b
     max_len_b: int = 10  # output length limit: a * source_length + b
     batch_size: int = 64  # sentences per translation batch

@@ -236,7 +236,7 @@ class CT2Translator:
         alpha = dc.length_penalty
         beam = dc.beam if beam is None else beam
         n_best = dc.n_best if n_best is None else n_best
-        check_search_options(beam, n_best)
+        check_search_options(beam, n_best, dc.min_len)
         ids = [self.src_tok.encode(normalize(t, self.cfg.data.lowercase)) for t in texts]
         pieces = [[self.src_tok.id_to_piece(i) for i in s] for s in ids]
         # As in attnmt.search: the source length counts its <eos>, the limit counts output
@@ -262,6 +262,7 @@ class CT2Translator:
                 num_hypotheses=n_best,
                 length_penalty=alpha,
                 max_decoding_length=max(limits[i] for i in chunk),
+                min_decoding_length=dc.min_len,
                 max_input_length=MAX_POSITIONS - 1,  # the position table's length, with <eos>
                 return_scores=True,
                 return_end_token=True,  # tells finished hypotheses from cut ones

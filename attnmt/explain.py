@@ -116,6 +116,8 @@ def explain(translator: Translator, text: str, top_k: int = 5) -> Trace:
     for t in range(limit):
         input_token = piece(int(y[0]))
         logp, state, attn = model.decode_step(y, state, enc)  # (1, V)
+        if t < dc.min_len:  # as greedy_search does
+            logp[:, model.eos_id] = float("-inf")
         layers, heads = attn.weights.size(1), attn.weights.size(2)
         # The same call greedy_search makes, so ties break the same way.
         best_logp, y = logp.max(dim=-1)  # (1,), (1,)

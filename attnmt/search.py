@@ -44,12 +44,18 @@ def length_penalty(steps: int, alpha: float) -> float:
 
 @torch.inference_mode()
 def greedy_search(
-    model: Seq2Seq, src: Tensor, src_mask: Tensor, max_len_a: float, max_len_b: int
+    model: Seq2Seq,
+    src: Tensor,
+    src_mask: Tensor,
+    max_len_a: float,
+    max_len_b: int,
+    min_len: int = 0,
 ) -> list[list[Candidate]]:
     """Pick the most probable next token at every step, for a whole batch at once.
 
     A sentence leaves the batch as soon as it ends, so later steps compute only for the
     sentences still going (its encoding and decoder state rows are dropped with select_batch).
+    ``min_len``: <eos> cannot be chosen before that many tokens (the length limit still wins).
     """
     B, S = src.shape
     src_lens = src_mask.sum(1).tolist()
@@ -65,6 +71,8 @@ def greedy_search(
     alive = torch.arange(B)  # (n,) original sentence of each live row
     for t in range(T):
         logp, state, attn = model.decode_step(y, state, enc)  # (n, V)
+        if t < min_len:
+            logp[:, model.eos_id] = float("-inf")
         best_logp, y = logp.max(dim=-1)  # (n,), (n,)
         y_cpu = y.cpu()
         toks[alive, t] = y_cpu
@@ -109,6 +117,7 @@ def beam_search(
     max_len_a: float,
     max_len_b: int,
     early_stop: bool = False,
+    min_len: int = 0,
 ) -> list[list[Candidate]]:
     """Keep the ``beam`` best partial hypotheses per sentence; return the ``n_best`` best.
 
@@ -117,6 +126,7 @@ def beam_search(
     searching. The search ends when every sentence is done. ``early_stop`` also ends a sentence
     as soon as its best candidate ends (and ``n_best`` have ended), as OpenNMT-py and JoeyNMT do:
     fewer steps, but a longer hypothesis the length penalty would have ranked first can be missed.
+    ``min_len``: no hypothesis ends with <eos> before that many tokens.
     Shapes: n live sentences, rows n*K (row g*K + k is beam k of live sentence g).
     """
     if beam < 1 or n_best < 1 or n_best > beam:
@@ -152,6 +162,8 @@ def beam_search(
     for t in range(max(limits)):
         n = len(alive)
         logp, state, attn = model.decode_step(y, state, enc)  # (n*K, V)
+        if t < min_len:
+            logp[:, model.eos_id] = float("-inf")
         V = logp.size(-1)
         step_attn = attn.headline().float().cpu().unsqueeze(1)  # (n*K, 1, S)
         cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)  # (n, K*V)

@@ -33,10 +33,12 @@ class Hypothesis:
     finished: bool  # False when the output length limit stopped decoding
 
 
-def check_search_options(beam: int, n_best: int) -> None:
+def check_search_options(beam: int, n_best: int, min_len: int = 0) -> None:
     """The one validation of search options, shared by every engine."""
     if beam < 1 or not 1 <= n_best <= beam:
         raise ValueError(f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})")
+    if min_len < 0:
+        raise ValueError(f"decode.min_len must be >= 0, got {min_len}")
 
 
 def quantize_int8(model: Seq2Seq) -> Seq2Seq:
@@ -106,7 +108,7 @@ class Translator:
         dc = self.cfg.decode
         beam = dc.beam if beam is None else beam
         n_best = dc.n_best if n_best is None else n_best
-        check_search_options(beam, n_best)
+        check_search_options(beam, n_best, dc.min_len)
         results: list[list[Hypothesis]] = [[] for _ in texts]
         for i, text in enumerate(texts):
             if not text.strip():
@@ -121,11 +123,13 @@ class Translator:
             chunk = order[start : start + dc.batch_size]
             src, src_mask, pieces = self.encode_sources([texts[i] for i in chunk])
             if beam == 1:
-                found = greedy_search(self.model, src, src_mask, dc.max_len_a, dc.max_len_b)
+                found = greedy_search(
+                    self.model, src, src_mask, dc.max_len_a, dc.max_len_b, dc.min_len
+                )
             else:
                 found = beam_search(
                     self.model, src, src_mask, beam, n_best, dc.length_penalty,
-                    dc.max_len_a, dc.max_len_b, dc.early_stop,
+                    dc.max_len_a, dc.max_len_b, dc.early_stop, dc.min_len,
                 )  # fmt: skip
             for i, cands, src_pieces in zip(chunk, found, pieces):
                 results[i] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,11 @@ def test_train_translate_evaluate_explain(tmp_path: Path, tiny_run: Path) -> Non
     res = attnmt("translate", "--model", ckpt, "--quantize", stdin="I eat bread.\nLet's go.\n")
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.splitlines()) == 2
+    # --min-len 12: every output has at least 12 tokens (the word tokenizer splits punctuation)
+    res = attnmt("translate", "--model", ckpt, "--min-len", "12", stdin="I eat bread.\nLet's go.\n")
+    assert res.returncode == 0, res.stderr
+    tokens = [re.findall(r"\w+|[^\w\s]", line) for line in res.stdout.splitlines()]
+    assert [len(t) >= 12 for t in tokens] == [True, True]
 
     # translate: files, n-best with scores
     src = tmp_path / "in.txt"

@@ -126,6 +126,20 @@ def test_greedy_matches_with_per_sentence_length_limits(trained, tmp_path):
         assert_same(a, b)
 
 
+def test_greedy_min_len_matches_attnmt(trained):
+    # decode.min_len reaches CT2 as min_decoding_length: the same outputs, each >= 8 tokens.
+    # Not the same scores: CT2 takes <eos> out before its softmax (the other tokens share its
+    # probability), attnmt after it, as fairseq and OpenNMT-py do.
+    ours = Translator.from_checkpoint(trained["ckpt"])
+    ct2 = CT2Translator(trained["ct2"])
+    ours.cfg.decode.min_len = ct2.cfg.decode.min_len = 8
+    mine, theirs = ours.translate(TEXTS, beam=1), ct2.translate(TEXTS, beam=1)
+    assert all(len(h[0].tokens) >= 8 for h in mine)
+    assert [(h[0].ids, h[0].text, h[0].finished) for h in mine] == [
+        (h[0].ids, h[0].text, h[0].finished) for h in theirs
+    ]
+
+
 def test_beam_and_n_best(trained):
     ours = Translator.from_checkpoint(trained["ckpt"])
     ct2 = CT2Translator(trained["ct2"])

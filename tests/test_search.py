@@ -107,6 +107,27 @@ def test_always_eos_first_gives_empty_output(beam):
         assert best.logprob <= 0 and best.logprob > -0.01
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_min_len_keeps_eos_out_until_then(beam):
+    """A model that wants to stop at once writes exactly min_len tokens, then <eos>; a min_len
+    past the length limit leaves the outputs unfinished at the limit."""
+    model = EosBiased(make_model(0), eos_bias=20.0)
+    src, src_mask = sources(SRC)
+    limits = [max_output_len(n, 1.5, 4) for n in src_mask.sum(1).tolist()]
+
+    def search(min_len: int):
+        if beam == 1:
+            return greedy_search(model, src, src_mask, 1.5, 4, min_len=min_len)
+        return beam_search(model, src, src_mask, beam, 1, 1.0, 1.5, 4, min_len=min_len)
+
+    for cands in search(3):
+        best = cands[0]
+        assert len(best.ids) == 3 and best.finished and EOS_ID not in best.ids
+        assert best.attention.shape[0] == 4  # three tokens and the <eos> step
+    for cands, limit in zip(search(100), limits):
+        assert len(cands[0].ids) == limit and not cands[0].finished
+
+
 def test_beam_nbest_sorted_and_valid():
     model = make_model(7)
     src, src_mask = sources(SRC)

@@ -192,3 +192,10 @@ def test_quantized_translator_replaces_linear_and_lstm_and_stays_close(arch: str
 def test_quantize_is_cpu_only(tmp_path) -> None:
     with pytest.raises(ValueError, match="CPU"):
         Translator.from_checkpoint(tmp_path / "none.pt", device="cuda", quantize=True)
+
+
+def test_negative_min_len_is_an_error():
+    tr = make_translator()
+    tr.cfg.decode.min_len = -1
+    with pytest.raises(ValueError, match="decode.min_len must be >= 0"):
+        tr.translate(TEXTS, beam=1)

@@ -197,7 +197,9 @@ import json, sys, time
 from pathlib import Path
 import torch
 ckpt, src, out, cap, threads, engine, device = sys.argv[1:8]
-early_stop = sys.argv[8:] == ["es"]
+flags = sys.argv[8:]  # "es" (early stop), "fixed=N" (every output exactly N tokens)
+early_stop = "es" in flags
+fixed = next((int(f[6:]) for f in flags if f.startswith("fixed=")), 0)
 torch.set_num_threads(int(threads))
 if engine == "ct2":
     from attnmt.ct2 import CT2Translator, export_ctranslate2
@@ -210,6 +212,8 @@ d = tr.cfg.decode
 d.max_len_a, d.max_len_b, d.batch_size, d.length_penalty = 0.0, int(cap), 64, 1.0
 if early_stop:
     d.early_stop = True
+if fixed:
+    d.min_len, d.max_len_a, d.max_len_b = fixed, 0.0, fixed
 lines = Path(src).read_text().splitlines()
 res = {}
 for beam in (1, 5):
@@ -259,17 +263,24 @@ def worker_joey_translate(cfg_path: str, src: str, out: str, cap: int, threads: 
     print("RESULT " + json.dumps(res))
 
 
-def worker_ct2_translate(model_dir: str, src: str, out: str, cap: int, threads: int) -> None:
+def worker_ct2_translate(
+    model_dir: str, src: str, out: str, cap: int, threads: int, fixed: int = 0
+) -> None:
+    """CTranslate2 on pre-tokenized pieces. ``fixed`` > 0: every output is exactly ``fixed``
+    tokens (min = max decoding length), so two models of the same size do the same work whatever
+    they learned -- an engine-level comparison of two exports."""
     import ctranslate2
 
     tr = ctranslate2.Translator(model_dir, device="cpu", intra_threads=threads, inter_threads=1)
     batch = [line.split() for line in Path(src).read_text().splitlines()]
+    lengths = dict(min_decoding_length=fixed, max_decoding_length=fixed) if fixed else {}
     res = {}
     for beam in (1, 5):
         t0 = time.perf_counter()
         found = tr.translate_batch(
-            batch, beam_size=beam, max_batch_size=64, max_decoding_length=cap, length_penalty=1.0
-        )
+            batch, beam_size=beam, max_batch_size=64, length_penalty=1.0,
+            **(lengths or dict(max_decoding_length=cap)),
+        )  # fmt: skip
         res[f"beam{beam}_s"] = time.perf_counter() - t0
         text = "".join(" ".join(r.hypotheses[0]) + "\n" for r in found)
         Path(f"{out}.beam{beam}").write_text(text)
@@ -516,6 +527,11 @@ def translate_all(
     for name in ("attnmt-bf16", "attnmt-fp16"):
         if name in res:
             attnmt_rows.append((name, work / name, "torch", ""))
+    n_fixed = args.fixed_len
+    if n_fixed:
+        # Every output forced to n_fixed tokens (min = max length): equal work per sentence for
+        # every toolkit, however far each model learned; timed, not scored.
+        attnmt_rows.append((f"attnmt-fixed{n_fixed}", run_dir, "torch", f"fixed={n_fixed}"))
     jobs: list[tuple[str, list[str], bool]] = [
         (name, [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(ckpt_dir / "last.pt"), str(src_raw),
                 str(out / name), str(cap), str(args.threads), engine, args.device, es], False)
@@ -526,17 +542,21 @@ def translate_all(
             ("joeynmt", [peers_py, __file__, "--worker", "joey", str(joey_cfg), str(src_pieces),
                          str(out / "joeynmt"), str(cap), str(args.threads)], True),
         ]  # fmt: skip
-    onmt_names = [n for n in ("opennmt-py", "opennmt-py-fp16") if n in res]
-    for name in onmt_names:
+    onmt_runs = [(n, n, []) for n in ("opennmt-py", "opennmt-py-fp16") if n in res]
+    if n_fixed and "opennmt-py" in res:
+        forced = ["-min_length", str(n_fixed), "-max_length", str(n_fixed)]
+        onmt_runs.append((f"opennmt-py-fixed{n_fixed}", "opennmt-py", forced))
+    for name, trained, extra in onmt_runs:
         for beam in (1, 5):
             # OpenNMT-py's own CLI; -report_time prints the time spent translating (no loading).
             cmd = [
-                peers_py, "-m", "onmt.bin.translate", "-model", res[name]["checkpoint"],
+                peers_py, "-m", "onmt.bin.translate", "-model", res[trained]["checkpoint"],
                 "-src", str(src_pieces), "-output", str(out / f"{name}.beam{beam}"),
                 "-beam_size", str(beam), "-max_length", str(cap), "-batch_size", "64",
                 "-batch_type", "sents", "-length_penalty", "wu", "-alpha", "1.0", "-report_time",
                 "-gpu", "0" if gpu else "-1",
             ]  # fmt: skip
+            cmd = [*cmd, *extra]  # the later -max_length wins
             jobs.append((f"{name}.beam{beam}", cmd, True))
     if arch == "transformer" and not gpu and "opennmt-py" in res:
         ct2_dir = work / "onmt_ct2"
@@ -552,6 +572,16 @@ def translate_all(
         jobs.append(("attnmt+ct2", [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE,
                      str(run_dir / "last.pt"), str(src_raw), str(out / "attnmt+ct2"), str(cap),
                      str(args.threads), "ct2", "cpu"], False))  # fmt: skip
+        if n := n_fixed:
+            # Both exports through the same raw CTranslate2 call, every output n tokens long:
+            # the same work for both, however far each model has learned (the attnmt export is
+            # the one the attnmt+ct2 job writes).
+            for name, model in (("opennmt-py", ct2_dir), ("attnmt", out / "attnmt_ct2")):
+                jobs.append((f"{name}+ct2-fixed{n}", [peers_py, __file__, "--worker", "ct2",
+                             str(model), str(src_pieces), str(out / f"{name}+ct2-fixed{n}"),
+                             str(cap), str(args.threads), str(n)], True))  # fmt: skip
+    if args.rows:
+        jobs = [job for job in jobs if re.search(args.rows, job[0])]
     for name, cmd, pieces in jobs:
         print(f"[{arch}] translating: {name} ...", flush=True)
         log = work / "logs" / f"translate_{name}.log"
@@ -579,6 +609,9 @@ def translate_all(
         )
         for key, secs in timings.items():
             beam = key.split("_")[0]  # "beam1" / "beam5"
+            if "-fixed" in toolkit:  # forced lengths: a speed, not a translation to score
+                entry[f"{beam}_sent_s"] = n_test / secs
+                continue
             hyp = out / f"{toolkit}.{beam}"
             if pieces:
                 hyp = detok(hyp, data / "sp.model", out / f"{toolkit}.{beam}.detok")
@@ -622,7 +655,9 @@ def table(arch: str, res: dict[str, Any]) -> str:
              ("attnmt+int8", "opennmt-py"), ("attnmt+int8-es", "opennmt-py"),
              ("attnmt+ct2", "opennmt-py+ct2"), ("attnmt-fp16", "opennmt-py-fp16"),
              ("attnmt-fp16", "opennmt-py")]  # fmt: skip
-    for ours, peer in pairs:
+    pairs += [(ours, ours.replace("attnmt", "opennmt-py", 1)) for ours in res
+              if ours.startswith(("attnmt+ct2-fixed", "attnmt-fixed"))]  # fmt: skip
+    for ours, peer in dict.fromkeys(pairs):  # in order, each pair once
         if ours in res and peer in res:
             a, b = res[ours], res[peer]
             ratio = {
@@ -653,8 +688,10 @@ def flops_share(arch_res: dict[str, Any], peak: float, name: str = "attnmt") -> 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         kind, model, src, out, cap, threads = sys.argv[2:8]
-        fn = worker_joey_translate if kind == "joey" else worker_ct2_translate
-        fn(model, src, out, int(cap), int(threads))
+        if kind == "joey":
+            worker_joey_translate(model, src, out, int(cap), int(threads))
+        else:
+            worker_ct2_translate(model, src, out, int(cap), int(threads), *map(int, sys.argv[8:]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per toolkit")
@@ -704,6 +741,14 @@ def main() -> None:
         default="joeynmt,opennmt-py",
         help="comma-separated peers to run (joeynmt, opennmt-py)",
     )
+    ap.add_argument(
+        "--fixed-len",
+        type=int,
+        default=0,
+        help="also time every engine with each output forced to N tokens (rows *-fixedN, "
+        "*+ct2-fixedN): the same work for all, whatever the models learned; not scored",
+    )
+    ap.add_argument("--rows", default="", help="translate only the rows matching this regex")
     args = ap.parse_args()
     args.peers = [p for p in args.peers.split(",") if p]
     if unknown := set(args.peers) - {"joeynmt", "opennmt-py"}:
