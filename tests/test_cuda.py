@@ -18,7 +18,7 @@ from attnmt.search import beam_search, greedy_search
 from attnmt.train import train
 from attnmt.translate import Translator
 from tests.conftest import stepwise, tiny_pairs
-from tests.test_train import tiny_cfg
+from tests.test_train import overfit_cfg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -28,23 +28,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_gpu_training_learns_and_its_checkpoint_translates_the_same_on_cpu(
     tmp_path: Path, arch: str, precision: str
 ) -> None:
-    cfg = tiny_cfg(
-        tmp_path,
-        f"model.arch={arch}",
-        "model.heads=2",
-        "model.ff_dim=64",
-        "data.dev_fraction=0",
-        "data.test_fraction=0",
-        "data.limit=6",
-        "train.label_smoothing=0",
-        "train.max_steps=150",
-        "train.eval_every=150",
-        "train.save_every=150",
-        "train.lr=0.01",
-        "train.schedule=constant",
-        "train.device=cuda",
-        f"train.precision={precision}",
-    )
+    cfg = overfit_cfg(tmp_path, arch, "train.device=cuda", f"train.precision={precision}")
     run = train(cfg, log=lambda *_: None)
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]

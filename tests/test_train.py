@@ -31,6 +31,26 @@ def tiny_cfg(tmp_path: Path, *extra: str):
     )
 
 
+def overfit_cfg(tmp_path: Path, arch: str, *extra: str):
+    """Six pairs, no held-out data, 150 steps at a constant lr: a batch the model can learn."""
+    return tiny_cfg(
+        tmp_path,
+        f"model.arch={arch}",
+        "model.heads=2",
+        "model.ff_dim=64",
+        "data.dev_fraction=0",
+        "data.test_fraction=0",
+        "data.limit=6",
+        "train.label_smoothing=0",
+        "train.max_steps=150",
+        "train.eval_every=150",
+        "train.save_every=150",
+        "train.lr=0.01",
+        "train.schedule=constant",
+        *extra,
+    )
+
+
 def test_run_writes_checkpoints_logs_and_splits(tiny_run: Path) -> None:
     for name in ("best.pt", "last.pt", "config.yaml", "train_log.jsonl", "dev.tsv", "test.tsv"):
         assert (tiny_run / name).exists(), name
@@ -87,22 +107,7 @@ def test_tiny_batch_overfits(tmp_path: Path) -> None:
 @pytest.mark.skipif(not cpu_supports("bf16"), reason="this CPU has no oneDNN bf16 kernels")
 @pytest.mark.parametrize("arch", ["lstm", "transformer"])
 def test_bf16_autocast_on_cpu_overfits_and_keeps_fp32_weights(tmp_path: Path, arch: str) -> None:
-    cfg = tiny_cfg(
-        tmp_path,
-        f"model.arch={arch}",
-        "model.heads=2",
-        "model.ff_dim=64",
-        "data.dev_fraction=0",
-        "data.test_fraction=0",
-        "data.limit=6",
-        "train.label_smoothing=0",
-        "train.max_steps=150",
-        "train.eval_every=150",
-        "train.save_every=150",
-        "train.lr=0.01",
-        "train.schedule=constant",
-        "train.precision=bf16",
-    )
+    cfg = overfit_cfg(tmp_path, arch, "train.precision=bf16")
     run = train(cfg, log=lambda *_: None)
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
