@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from attnmt.plot import save_figure
-from attnmt.search import max_output_len
+from attnmt.search import forbid_early_eos, max_output_len
 from attnmt.translate import Hypothesis, Translator
 
 BAR_WIDTH = 20  # characters for a 100% attention bar in the terminal table
@@ -116,8 +116,7 @@ def explain(translator: Translator, text: str, top_k: int = 5) -> Trace:
     for t in range(limit):
         input_token = piece(int(y[0]))
         logp, state, attn = model.decode_step(y, state, enc)  # (1, V)
-        if t < dc.min_len:  # as greedy_search does
-            logp[:, model.eos_id] = float("-inf")
+        forbid_early_eos(logp, t, dc.min_len, model.eos_id)  # as greedy_search does
         layers, heads = attn.weights.size(1), attn.weights.size(2)
         # The same call greedy_search makes, so ties break the same way.
         best_logp, y = logp.max(dim=-1)  # (1,), (1,)

@@ -42,6 +42,14 @@ def length_penalty(steps: int, alpha: float) -> float:
     return ((5.0 + steps) / 6.0) ** alpha
 
 
+def forbid_early_eos(logp: Tensor, t: int, min_len: int, eos_id: int) -> None:
+    """``decode.min_len``: at output steps t < min_len, <eos> gets log-prob -inf (in place).
+
+    The other tokens keep their log-probs (no renormalising), as in fairseq and OpenNMT-py."""
+    if t < min_len:
+        logp[:, eos_id] = float("-inf")
+
+
 @torch.inference_mode()
 def greedy_search(
     model: Seq2Seq,
@@ -71,8 +79,7 @@ def greedy_search(
     alive = torch.arange(B)  # (n,) original sentence of each live row
     for t in range(T):
         logp, state, attn = model.decode_step(y, state, enc)  # (n, V)
-        if t < min_len:
-            logp[:, model.eos_id] = float("-inf")
+        forbid_early_eos(logp, t, min_len, model.eos_id)
         best_logp, y = logp.max(dim=-1)  # (n,), (n,)
         y_cpu = y.cpu()
         toks[alive, t] = y_cpu
@@ -162,8 +169,7 @@ def beam_search(
     for t in range(max(limits)):
         n = len(alive)
         logp, state, attn = model.decode_step(y, state, enc)  # (n*K, V)
-        if t < min_len:
-            logp[:, model.eos_id] = float("-inf")
+        forbid_early_eos(logp, t, min_len, model.eos_id)
         V = logp.size(-1)
         step_attn = attn.headline().float().cpu().unsqueeze(1)  # (n*K, 1, S)
         cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)  # (n, K*V)

@@ -115,6 +115,18 @@ def test_top_k_sorted_probabilities(translator):
         explain(translator, "Go.", top_k=0)
 
 
+def test_min_len_trace_equals_greedy_translation(translator):
+    import copy
+
+    tr = Translator(translator.model, translator.src_tok, translator.tgt_tok,
+                    copy.deepcopy(translator.cfg))  # fmt: skip
+    tr.cfg.decode.min_len = 6
+    trace = explain(tr, "Let's go.")
+    assert len(trace.output_ids) >= 6
+    assert "<eos>" not in [s.chosen for s in trace.steps[:6]]
+    assert trace.output_ids == tr.translate(["Let's go."], beam=1)[0][0].ids
+
+
 def test_length_limit(translator):
     from attnmt.search import max_output_len
 
