@@ -31,20 +31,26 @@ def tiny_cfg(tmp_path: Path, *extra: str):
     )
 
 
+# Six pairs, no held-out data, 150 steps: a batch a model can learn by heart.
+SIX_PAIRS_150_STEPS = [
+    "data.dev_fraction=0",
+    "data.test_fraction=0",
+    "data.limit=6",
+    "train.label_smoothing=0",
+    "train.max_steps=150",
+    "train.eval_every=150",
+    "train.save_every=150",
+]
+
+
 def overfit_cfg(tmp_path: Path, arch: str, *extra: str):
-    """Six pairs, no held-out data, 150 steps at a constant lr: a batch the model can learn."""
+    """The six pairs for ``arch`` (small Transformer), at a constant lr of 0.01."""
     return tiny_cfg(
         tmp_path,
         f"model.arch={arch}",
         "model.heads=2",
         "model.ff_dim=64",
-        "data.dev_fraction=0",
-        "data.test_fraction=0",
-        "data.limit=6",
-        "train.label_smoothing=0",
-        "train.max_steps=150",
-        "train.eval_every=150",
-        "train.save_every=150",
+        *SIX_PAIRS_150_STEPS,
         "train.lr=0.01",
         "train.schedule=constant",
         *extra,
@@ -88,17 +94,7 @@ def test_lr_schedules() -> None:
 
 
 def test_tiny_batch_overfits(tmp_path: Path) -> None:
-    cfg = tiny_cfg(
-        tmp_path,
-        "data.dev_fraction=0",
-        "data.test_fraction=0",
-        "data.limit=6",
-        "train.label_smoothing=0",
-        "train.max_steps=150",
-        "train.eval_every=150",
-        "train.save_every=150",
-        "train.lr=0.02",
-    )
+    cfg = tiny_cfg(tmp_path, *SIX_PAIRS_150_STEPS, "train.lr=0.02")
     run = train(cfg, log=lambda *_: None)
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r for r in records if r["kind"] == "train"][-1]["loss"] < 0.05
