@@ -34,25 +34,33 @@ sys.path.insert(0, str(REPO))
 VARIANTS = ("eager", "compile", "eager-1thread")
 
 
-def run_variant(config: str, variant: str, n_batches: int, threads: int) -> dict:
-    """One variant, in this process: returns pass-1/pass-2 throughput and step times."""
-    import torch
-
-    from attnmt.config import load_config
+def first_batches(cfg, n_batches: int) -> tuple[list, int, int]:
+    """The first ``n_batches`` length-bucketed training batches of epoch 0, as train() builds
+    them; returns (batches, source vocab size, target vocab size)."""
     from attnmt.data import BucketBatcher, encode_pairs
-    from attnmt.evaluate import token_loss
-    from attnmt.model import build_model
     from attnmt.train import build_tokenizers, load_splits
 
-    torch.set_num_threads(1 if variant == "eager-1thread" else threads)
-    cfg = load_config(config)
-    torch.manual_seed(cfg.train.seed)
     splits = load_splits(cfg)
     src_tok, tgt_tok = build_tokenizers(cfg, splits.train)
     examples, _ = encode_pairs(splits.train, src_tok, tgt_tok, cfg.data.max_len)
     batcher = BucketBatcher(examples, cfg.train.batch_tokens, cfg.train.seed)
     batches = [batcher.batch(i) for i in batcher.batches(0)[:n_batches]]
-    model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    return batches, src_tok.vocab_size, tgt_tok.vocab_size
+
+
+def run_variant(config: str, variant: str, n_batches: int, threads: int) -> dict:
+    """One variant, in this process: returns pass-1/pass-2 throughput and step times."""
+    import torch
+
+    from attnmt.config import load_config
+    from attnmt.evaluate import token_loss
+    from attnmt.model import build_model
+
+    torch.set_num_threads(1 if variant == "eager-1thread" else threads)
+    cfg = load_config(config)
+    torch.manual_seed(cfg.train.seed)
+    batches, src_vocab, tgt_vocab = first_batches(cfg, n_batches)
+    model = build_model(cfg.model, src_vocab, tgt_vocab)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=cfg.train.betas)
     fwd = torch.compile(model, dynamic=True) if variant == "compile" else model

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+from compile_bench import first_batches  # noqa: E402
 
 from attnmt.config import load_config  # noqa: E402
-from attnmt.data import BucketBatcher, encode_pairs  # noqa: E402
 from attnmt.evaluate import token_loss  # noqa: E402
 from attnmt.model import build_model  # noqa: E402
-from attnmt.train import build_tokenizers, load_splits  # noqa: E402
 
 DTYPES = {
     "fp32": None,
@@ -65,11 +65,8 @@ def main() -> None:
 
     device = torch.device(args.device)
     cfg = load_config(args.config, [f"data.limit={args.limit}"])
-    splits = load_splits(cfg)
-    src_tok, tgt_tok = build_tokenizers(cfg, splits.train)
-    examples, _ = encode_pairs(splits.train, src_tok, tgt_tok, cfg.data.max_len)
-    batcher = BucketBatcher(examples, cfg.train.batch_tokens, cfg.train.seed)
-    batches = [batcher.batch(i).to(device) for i in batcher.batches(0)[: args.batches]]
+    batches, src_vocab, tgt_vocab = first_batches(cfg, args.batches)
+    batches = [b.to(device) for b in batches]
 
     def sync() -> None:
         if device.type == "cuda":
@@ -79,7 +76,7 @@ def main() -> None:
     for name in args.variants.split(","):
         dtype = DTYPES[name]
         torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device).train()
+        model = build_model(cfg.model, src_vocab, tgt_vocab).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=cfg.train.betas)
         scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
         step = steps[name] = make_step(model, opt, scaler, dtype, cfg, device)

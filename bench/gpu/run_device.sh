@@ -71,6 +71,6 @@ run_peers() {  # arch, time limit, extra run_peers options
 # shellcheck disable=SC2086  # TRANSFORMER_EXTRA is a list of options
 run_peers transformer "${T_TRANSFORMER:-320}" ${TRANSFORMER_EXTRA---fp16}
 run_peers lstm "${T_LSTM:-175}"
-cp bench/results/peers_cuda_*.json bench/results/peers_*.json "$OUT/" 2>/dev/null
+cp bench/results/peers_*.json "$OUT/" 2>/dev/null
 step done
 ls "$OUT"

@@ -438,8 +438,8 @@ def run_arch(arch: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     if "joeynmt" in args.peers:
         train_joey(arch, args, work, res, joey_cfg, joey_dir, budget_s)
-    for name, (cfg_path, model_dir) in onmt_cfgs.items():
-        if "opennmt-py" in args.peers:
+    if "opennmt-py" in args.peers:
+        for name, (cfg_path, model_dir) in onmt_cfgs.items():
             train_onmt(arch, args, work, res, name, cfg_path, model_dir, budget_s)
     (work / "train.json").write_text(json.dumps(res, indent=2))
     return translate_all(arch, args, work, res, cap, joey_cfg)
