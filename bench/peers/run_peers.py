@@ -532,6 +532,8 @@ def translate_all(
         # Every output forced to n_fixed tokens (min = max length): equal work per sentence for
         # every toolkit, however far each model learned; timed, not scored.
         attnmt_rows.append((f"attnmt-fixed{n_fixed}", run_dir, "torch", f"fixed={n_fixed}"))
+        if not gpu:
+            attnmt_rows.append((f"attnmt+int8-fixed{n_fixed}", run_dir, "int8", f"fixed={n_fixed}"))
     jobs: list[tuple[str, list[str], bool]] = [
         (name, [str(ATTNMT_PY), "-c", ATTNMT_TRANSLATE, str(ckpt_dir / "last.pt"), str(src_raw),
                 str(out / name), str(cap), str(args.threads), engine, args.device, es], False)
@@ -657,6 +659,9 @@ def table(arch: str, res: dict[str, Any]) -> str:
              ("attnmt-fp16", "opennmt-py")]  # fmt: skip
     pairs += [(ours, ours.replace("attnmt", "opennmt-py", 1)) for ours in res
               if ours.startswith(("attnmt+ct2-fixed", "attnmt-fixed"))]  # fmt: skip
+    # int8 against OpenNMT-py's fp32 PyTorch rows, at equal work (it has no int8 of its own).
+    pairs += [(ours, ours.replace("attnmt+int8", "opennmt-py", 1)) for ours in res
+              if ours.startswith("attnmt+int8-fixed")]  # fmt: skip
     for ours, peer in dict.fromkeys(pairs):  # in order, each pair once
         if ours in res and peer in res:
             a, b = res[ours], res[peer]
