@@ -172,11 +172,16 @@ def beam_search(
         forbid_early_eos(logp, t, min_len, model.eos_id)
         V = logp.size(-1)
         step_attn = attn.headline().float().cpu().unsqueeze(1)  # (n*K, 1, S)
-        cand = (beam_scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)  # (n, K*V)
-        # 2K candidates: even if K of them end in <eos>, K can still continue.
-        top_scores, top_idx = cand.topk(2 * K, dim=-1)  # (n, 2K)
-        origin = torch.div(top_idx, V, rounding_mode="floor")  # (n, 2K) which beam it extends
-        tok = top_idx % V  # (n, 2K)
+        # 2K candidates per sentence: even if K of them end in <eos>, K can still continue.
+        # A beam's score is added to all V of its extensions alike, so each of the sentence's 2K
+        # best is among the 2K best of its own beam: pick those per beam row first, then rank
+        # K * 2K sums instead of adding the score to all K * V log-probs.
+        per_row = min(2 * K, V)
+        row_lp, row_tok = logp.topk(per_row, dim=-1)  # (n*K, per_row)
+        cand = beam_scores.unsqueeze(-1) + row_lp.view(n, K, per_row)  # (n, K, per_row)
+        top_scores, top_pos = cand.view(n, K * per_row).topk(2 * K, dim=-1)  # (n, 2K)
+        origin = torch.div(top_pos, per_row, rounding_mode="floor")  # (n, 2K) which beam it extends
+        tok = row_tok.view(n, K * per_row).gather(1, top_pos)  # (n, 2K)
         is_eos = tok == model.eos_id
 
         # Hypotheses that end here: <eos> among the K best candidates (of a live beam).

@@ -163,6 +163,22 @@ def test_beam_logprob_matches_model():
             assert c.logprob == pytest.approx(total, abs=1e-4)
 
 
+def test_beam_wider_than_half_the_vocabulary():
+    """2 * beam > V: each beam row offers all V tokens, and the n-best stay exact and distinct."""
+    tiny, seqs = 6, [[4, 5, 4], [5]]
+    model = make_model(9, src_vocab=tiny, tgt_vocab=tiny)
+    found = beam_search(model, *sources(seqs), 5, 5, 0.0, 1.0, 2)
+    for seq, cands in zip(seqs, found):
+        assert len(cands) == 5 and len({tuple(c.ids) for c in cands}) == 5
+        assert [c.score for c in cands] == sorted((c.score for c in cands), reverse=True)
+        for c in cands:
+            out = c.ids + [EOS_ID] if c.finished else c.ids
+            with torch.no_grad():
+                tgt = torch.tensor([[BOS_ID] + c.ids])
+                logp = torch.log_softmax(model(*sources([seq]), tgt), -1)[0]
+            assert c.logprob == pytest.approx(sum(float(logp[t, y]) for t, y in enumerate(out)))
+
+
 @pytest.mark.parametrize("beam, n_best", [(2, 3), (0, 1), (3, 0)])
 def test_nbest_validation(beam, n_best):
     src, src_mask = sources(SRC)
