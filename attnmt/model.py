@@ -15,7 +15,10 @@ hold: the LSTM returns (B,1,1,S); the Transformer its cross-attention for every 
 The "headline" map is ``weights[:, -1].mean(1)`` (last layer, heads averaged).
 
 Every tensor inside an encoder output or a decoder state has batch on dim 0, so beam search
-reorders any state with :func:`select_batch` (one generic ``index_select(0, idx)``).
+reorders any state with :func:`select_batch` (one generic ``index_select(0, idx)``). What the
+steps read but never change (the LSTM's attention keys, the Transformer's cross-attention
+keys/values) goes in ``EncoderOut.extra``, which search reorders only when sentences leave the
+batch; the state holds what changes per hypothesis and is reordered every beam step.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ CHECKPOINT_FORMAT = "attnmt-checkpoint-v1"
 class EncoderOut:
     memory: Tensor  # (B, S, H) one encoding per source position
     src_mask: Tensor  # (B, S) bool, True = real token
-    extra: Any = None  # model-specific, batch-first tensors (e.g. LSTM final states)
+    extra: Any = None  # model-specific, batch-first, fixed per sentence (e.g. attention keys)
 
 
 @dataclass

@@ -30,10 +30,20 @@ from attnmt.model import Dropout, EncoderOut, Seq2Seq, StepAttention
 
 @dataclass
 class LSTMState:
+    """What changes from step to step, per hypothesis (beam search reorders it every step)."""
+
     h: Tensor  # (B, L, H) decoder hidden state per layer
     c: Tensor  # (B, L, H) decoder cell state per layer
     att: Tensor  # (B, H) previous attentional vector (input feeding)
-    keys: Tensor  # (B, S, H') scorer keys, computed once per sentence
+
+
+@dataclass
+class LSTMEncoding:
+    """``EncoderOut.extra``: what every step reads but never changes, per sentence."""
+
+    h: Tensor  # (B, L, H) encoder final hidden state: the decoder's first state
+    c: Tensor  # (B, L, H) encoder final cell state
+    keys: Tensor  # (B, S, H') the scorer's keys of the memory, computed once per sentence
 
 
 class LSTMEncoder(nn.Module):
@@ -135,9 +145,10 @@ class AttentionLSTMDecoder(nn.Module):
             x = torch.cat([x, state.att.unsqueeze(1)], dim=-1)  # (B, 1, E+H)
         hc = (state.h.transpose(0, 1).contiguous(), state.c.transpose(0, 1).contiguous())  # (L,B,H)
         out, (h, c) = self.rnn(x, hc)  # out: (B, T, H)
-        context, weights, scores = attend(self.scorer, out, state.keys, enc.memory, enc.src_mask)
+        keys = enc.extra.keys  # (B, S, H')
+        context, weights, scores = attend(self.scorer, out, keys, enc.memory, enc.src_mask)
         att = self.drop(torch.tanh(self.combine(torch.cat([context, out], dim=-1))))  # (B, T, H)
-        new = LSTMState(h=h.transpose(0, 1), c=c.transpose(0, 1), att=att[:, -1], keys=state.keys)
+        new = LSTMState(h=h.transpose(0, 1), c=c.transpose(0, 1), att=att[:, -1])
         return att, new, weights, scores
 
 
@@ -165,12 +176,13 @@ class RNNSeq2Seq(Seq2Seq):
 
     def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOut:
         memory, h, c = self.encoder(src, src_mask)
-        return EncoderOut(memory=memory, src_mask=src_mask, extra=(h, c))
+        keys = self.decoder.scorer.keys(memory)  # (B, S, H')
+        return EncoderOut(memory=memory, src_mask=src_mask, extra=LSTMEncoding(h, c, keys))
 
     def init_state(self, enc: EncoderOut) -> LSTMState:
-        h, c = enc.extra  # (B, L, H): the decoder starts from the encoder's final state
+        # The decoder starts from the encoder's final state, (B, L, H) each.
         att = enc.memory.new_zeros(enc.memory.size(0), enc.memory.size(2))  # (B, H)
-        return LSTMState(h=h, c=c, att=att, keys=self.decoder.scorer.keys(enc.memory))
+        return LSTMState(h=enc.extra.h, c=enc.extra.c, att=att)
 
     def decode_step(
         self, y_prev: Tensor, state: LSTMState, enc: EncoderOut

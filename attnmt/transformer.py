@@ -19,9 +19,10 @@ Shapes: B batch, S source length, T target length (t: steps decoded so far), H =
 V vocabulary, L layers, nh heads, hs = H / nh head size.
 
 Incremental decoding: ``decode_step`` feeds one token. The state caches every decoder layer's
-self-attention keys/values for the prefix, so a step costs O(t), not O(t^2); the cross-attention
-keys/values of the encoder memory are projected once in ``init_state``. Every cached tensor has
-batch on dim 0 so beam search reorders it with ``select_batch``.
+self-attention keys/values for the prefix, so a step costs O(t), not O(t^2). The cross-attention
+keys/values of the encoder memory are projected once, in ``encode``, and travel with the encoder
+output: they are the same for every hypothesis of a sentence, so beam search's per-step reorder
+of the state never copies them. Every cached tensor has batch on dim 0 for ``select_batch``.
 """
 
 from __future__ import annotations
@@ -180,9 +181,15 @@ class TransformerState:
 
     self_k: list[Tensor]  # per layer (B, nh, t, hs): keys of the t tokens decoded so far
     self_v: list[Tensor]  # per layer (B, nh, t, hs): their values
-    cross_k: list[Tensor]  # per layer (B, nh, S, hs): memory keys, projected once
-    cross_v: list[Tensor]  # per layer (B, nh, S, hs): memory values
     step: int  # position of the next input token (= t)
+
+
+@dataclass
+class CrossKV:
+    """``EncoderOut.extra``: each decoder layer's cross-attention keys/values of the memory."""
+
+    k: list[Tensor]  # per layer (B, nh, S, hs)
+    v: list[Tensor]  # per layer (B, nh, S, hs)
 
 
 class TransformerSeq2Seq(Seq2Seq):
@@ -246,32 +253,35 @@ class TransformerSeq2Seq(Seq2Seq):
 
     # ---- the model interface ----------------------------------------------------------------
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOut:
+    def encode_memory(self, src: Tensor, src_mask: Tensor) -> Tensor:
+        """The encoder stack: source ids (B, S) -> memory (B, S, H)."""
         mask = src_mask[:, None, None, :]  # (B, 1, 1, S) key padding mask, True = real
         x = self.embed(self.src_emb, src)  # (B, S, H)
         for layer in self.enc_layers:
             x = layer(x, mask)  # (B, S, H)
-        return EncoderOut(memory=self.enc_ln(x), src_mask=src_mask)
+        return self.enc_ln(x)
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOut:
+        memory = self.encode_memory(src, src_mask)  # (B, S, H)
+        kv = [layer.cross_attn.keys_values(memory) for layer in self.dec_layers]
+        cross = CrossKV(k=[k for k, _ in kv], v=[v for _, v in kv])  # (B, nh, S, hs) per layer
+        return EncoderOut(memory=memory, src_mask=src_mask, extra=cross)
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        enc = self.encode(src, src_mask)
+        # Training attends to the memory with every target position at once, so it skips the
+        # per-layer cross keys/values ``encode`` projects for step-by-step decoding.
+        memory = self.encode_memory(src, src_mask)  # (B, S, H)
         mem_mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
         y = self.embed(self.tgt_emb, tgt_in)  # (B, T, H)
         for layer in self.dec_layers:
-            y = layer(y, enc.memory, mem_mask)  # (B, T, H)
+            y = layer(y, memory, mem_mask)  # (B, T, H)
         return self.out(self.dec_ln(y))  # (B, T, V)
 
     def init_state(self, enc: EncoderOut) -> TransformerState:
-        B, S, _ = enc.memory.shape
-        kv = [layer.cross_attn.keys_values(enc.memory) for layer in self.dec_layers]
+        B = enc.memory.size(0)
         empty = enc.memory.new_zeros(B, self.heads, 0, self.d_model // self.heads)  # (B,nh,0,hs)
-        return TransformerState(
-            self_k=[empty] * len(self.dec_layers),
-            self_v=[empty] * len(self.dec_layers),
-            cross_k=[k for k, _ in kv],  # (B, nh, S, hs) per layer
-            cross_v=[v for _, v in kv],
-            step=0,
-        )
+        n = len(self.dec_layers)
+        return TransformerState(self_k=[empty] * n, self_v=[empty] * n, step=0)
 
     def decode_step(
         self, y_prev: Tensor, state: TransformerState, enc: EncoderOut
@@ -289,14 +299,14 @@ class TransformerSeq2Seq(Seq2Seq):
             # The newest token may see the whole prefix: causality needs no mask here.
             x = x + layer.drop(layer.self_attn(h, k, v))
             out, w, s = layer.cross_attn.explicit(
-                layer.ln2(x), state.cross_k[i], state.cross_v[i], mem_mask
+                layer.ln2(x), enc.extra.k[i], enc.extra.v[i], mem_mask
             )  # (B, 1, H), (B, nh, S), (B, nh, S)
             x = x + layer.drop(out)
             x = x + layer.drop(layer.ff(layer.ln3(x)))  # (B, 1, H)
             weights.append(w)
             scores.append(s)
         logits = self.out(self.dec_ln(x[:, 0]))  # (B, V)
-        new_state = TransformerState(self_k, self_v, state.cross_k, state.cross_v, state.step + 1)
+        new_state = TransformerState(self_k, self_v, state.step + 1)
         attn = StepAttention(
             weights=torch.stack(weights, dim=1),  # (B, L, nh, S)
             scores=torch.stack(scores, dim=1),  # (B, L, nh, S)

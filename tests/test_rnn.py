@@ -109,7 +109,7 @@ def test_bidirectional_final_state_joins_directions():
     src, src_mask = sources([[5, 6, 7]])
     with torch.no_grad():
         enc = model.encode(src, src_mask)
-    h = enc.extra[0]  # (B, L, H)
+    h = enc.extra.h  # (B, L, H)
     assert torch.allclose(h[0, 0, : H // 2], enc.memory[0, -1, : H // 2], atol=1e-6)
     assert torch.allclose(h[0, 0, H // 2 :], enc.memory[0, 0, H // 2 :], atol=1e-6)
 

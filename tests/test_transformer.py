@@ -45,7 +45,7 @@ def test_shapes():
     assert attn.weights.shape == attn.scores.shape == (2, 2, 4, 6)  # (B, L, nh, S)
     assert attn.headline().shape == (2, 6)
     assert state.self_k[0].shape == (2, 4, 1, 8)  # (B, nh, t, hs)
-    assert state.cross_k[1].shape == (2, 4, 6, 8)  # (B, nh, S, hs)
+    assert enc.extra.k[1].shape == enc.extra.v[1].shape == (2, 4, 6, 8)  # (B, nh, S, hs)
     assert torch.allclose(logp.exp().sum(-1), torch.ones(2))
 
 
