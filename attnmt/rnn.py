@@ -39,7 +39,7 @@ class LSTMState:
 
 @dataclass
 class LSTMEncoding:
-    """``EncoderOut.extra``: what every step reads but never changes, per sentence."""
+    """``EncoderOut.extra``: what decoding takes from the encoder, fixed per sentence."""
 
     h: Tensor  # (B, L, H) encoder final hidden state: the decoder's first state
     c: Tensor  # (B, L, H) encoder final cell state

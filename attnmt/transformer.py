@@ -268,8 +268,9 @@ class TransformerSeq2Seq(Seq2Seq):
         return EncoderOut(memory=memory, src_mask=src_mask, extra=cross)
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        # Training attends to the memory with every target position at once, so it skips the
-        # per-layer cross keys/values ``encode`` projects for step-by-step decoding.
+        # The decoder layers project the memory's cross keys/values themselves here (for all T
+        # positions at once), so training runs the encoder stack only, not ``encode``, which
+        # projects them for step-by-step decoding.
         memory = self.encode_memory(src, src_mask)  # (B, S, H)
         mem_mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
         y = self.embed(self.tgt_emb, tgt_in)  # (B, T, H)
