@@ -657,11 +657,11 @@ def table(arch: str, res: dict[str, Any]) -> str:
              ("attnmt+int8", "opennmt-py"), ("attnmt+int8-es", "opennmt-py"),
              ("attnmt+ct2", "opennmt-py+ct2"), ("attnmt-fp16", "opennmt-py-fp16"),
              ("attnmt-fp16", "opennmt-py")]  # fmt: skip
-    pairs += [(ours, ours.replace("attnmt", "opennmt-py", 1)) for ours in res
-              if ours.startswith(("attnmt+ct2-fixed", "attnmt-fixed"))]  # fmt: skip
-    # int8 against OpenNMT-py's fp32 PyTorch rows, at equal work (it has no int8 of its own).
-    pairs += [(ours, ours.replace("attnmt+int8", "opennmt-py", 1)) for ours in res
-              if ours.startswith("attnmt+int8-fixed")]  # fmt: skip
+    # Equal-work rows against their OpenNMT-py twin; int8 against its fp32 PyTorch row (OpenNMT-py
+    # has no int8 of its own).
+    fixed_rows = ("attnmt+ct2-fixed", "attnmt-fixed", "attnmt+int8-fixed")
+    pairs += [(ours, ours.replace("+int8", "", 1).replace("attnmt", "opennmt-py", 1))
+              for ours in res if ours.startswith(fixed_rows)]  # fmt: skip
     for ours, peer in dict.fromkeys(pairs):  # in order, each pair once
         if ours in res and peer in res:
             a, b = res[ours], res[peer]
