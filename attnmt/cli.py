@@ -48,7 +48,7 @@ def _translator(args: argparse.Namespace):
     """The one inference path, with decode options from the command line applied."""
     import torch
 
-    from attnmt.model import pick_device
+    from attnmt.interface import pick_device
     from attnmt.translate import Translator
 
     if args.threads:
@@ -89,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from attnmt.config import write_text_atomic
+    from attnmt.atomic import write_text_atomic
 
     if args.engine == "ctranslate2":
         from attnmt.ct2 import CT2Translator
@@ -125,7 +125,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from attnmt.config import write_text_atomic
+    from attnmt.atomic import write_text_atomic
     from attnmt.corpus import read_corpus
     from attnmt.evaluate import evaluate
 
@@ -169,7 +169,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from attnmt.model import pick_device
+    from attnmt.interface import pick_device
     from attnmt.serve import serve
 
     serve(
@@ -290,9 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from attnmt.checkpoint import CheckpointError
     from attnmt.config import ConfigError
     from attnmt.download import DownloadError
-    from attnmt.model import CheckpointError
 
     user_errors: tuple[type[BaseException], ...] = (
         ConfigError,

@@ -7,13 +7,13 @@ states what differs from these defaults; an unknown section or key is an error t
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from attnmt.atomic import write_text_atomic
 
 
 class ConfigError(ValueError):
@@ -46,7 +46,7 @@ class ModelConfig:
     emb_dim: int = 256  # token embedding size
     hidden: int = 256  # LSTM hidden size / Transformer d_model
     layers: int = 1  # encoder and decoder layers
-    bidirectional: bool = True  # LSTM: bidirectional encoder (directions are summed back to H)
+    bidirectional: bool = True  # LSTM: two directions of H/2, concatenated to H
     attention: str = "general"  # LSTM scoring: "dot", "general" (Luong) or "additive" (Bahdanau)
     input_feeding: bool = True  # LSTM: feed the previous attentional vector into the next step
     heads: int = 4  # Transformer attention heads
@@ -211,23 +211,6 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return {
         s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()} for s in SECTIONS
     }
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``.
-
-    A reader (or a crash) never sees a half-written file; a failed write leaves no temp file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

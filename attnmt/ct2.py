@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnmt.config import config_from_dict, load_config, save_config
+from attnmt.checkpoint import Checkpoint
+from attnmt.config import load_config, save_config
 from attnmt.corpus import normalize
-from attnmt.model import UNK_ID, load_checkpoint
 from attnmt.search import length_penalty, max_output_len
-from attnmt.tokenizer import SPECIALS, Tokenizer, tokenizer_from_dict
+from attnmt.tokenizer import SPECIALS, UNK_ID, Tokenizer, tokenizer_from_dict
 from attnmt.transformer import sinusoidal_encoding
 from attnmt.translate import Hypothesis, check_search_options
 
@@ -136,16 +136,15 @@ def export_ctranslate2(
     (any CTranslate2 quantization). The directory also holds the tokenizers and the attnmt config,
     so :class:`CT2Translator` needs nothing else. Written to a temp dir, then renamed into place.
     """
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = config_from_dict(ckpt["config"], source=str(ckpt_path))
+    ckpt = Checkpoint.load(ckpt_path)
+    cfg = ckpt.config
     if cfg.model.arch != "transformer":
         raise ExportError(
             f"{ckpt_path}: model.arch is {cfg.model.arch!r}; CTranslate2 has no RNN/LSTM decoder "
             "support, so only Transformer models (model.arch: transformer) can be exported"
         )
-    src_tok = tokenizer_from_dict(ckpt["src_tokenizer"])
-    tgt_tok = tokenizer_from_dict(ckpt["tgt_tokenizer"])
-    sd = {k: v.detach().float().cpu().numpy() for k, v in ckpt["model"].items()}
+    src_tok, tgt_tok = ckpt.src_tokenizer, ckpt.tgt_tokenizer
+    sd = {k: v.detach().float().cpu().numpy() for k, v in ckpt.weights.items()}
     try:
         spec = _build_spec(sd, cfg.model.layers, cfg.model.heads, cfg.model.hidden)
     except KeyError as e:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID
-from attnmt.tokenizer import Tokenizer
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 Example = tuple[list[int], list[int]]  # (source ids, target ids), specials not yet added
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnmt.config import write_text_atomic
+from attnmt.atomic import write_text_atomic
 
 Pair = tuple[str, str]
 

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from attnmt.corpus import normalize
 from attnmt.data import BucketBatcher, encode_pairs
-from attnmt.model import PAD_ID, Seq2Seq
+from attnmt.interface import Seq2Seq
+from attnmt.tokenizer import PAD_ID
 from attnmt.translate import Translator
 
 

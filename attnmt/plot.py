@@ -11,10 +11,10 @@ Log lines (one JSON object each, written by ``train.train``)::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from attnmt.atomic import write_atomic
 
 LOG_NAME = "train_log.jsonl"
 
@@ -25,18 +25,8 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg"):
         raise ValueError(f"{path}: choose a .png or .svg file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file beside the target with the same suffix, then os.replace: readers (a browser,
-    # serve.py) never see half a file, and the rename cannot cross file systems.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # Atomic: readers (a browser, serve.py) never see half a picture.
+    return write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
 
 
 def read_log(path: Path) -> dict[str, dict[int, dict[str, Any]]]:

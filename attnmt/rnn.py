@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnmt.attention import attend, make_scorer
-from attnmt.model import Dropout, EncoderOut, Seq2Seq, StepAttention
+from attnmt.interface import Dropout, EncoderOut, Seq2Seq, StepAttention
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnmt.model import Seq2Seq, select_batch
+from attnmt.interface import Seq2Seq, select_batch
 
 
 @dataclass

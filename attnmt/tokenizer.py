@@ -20,10 +20,9 @@ from typing import Any
 
 import sentencepiece as spm
 
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-
+# The special ids every tokenizer, batch and model agrees on; SPECIALS spells them in id order.
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-assert [PAD_ID, BOS_ID, EOS_ID, UNK_ID] == [0, 1, 2, 3]
 
 
 class Tokenizer:

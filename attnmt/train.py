@@ -33,18 +33,14 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from attnmt.config import Config, config_to_dict, save_config, write_text_atomic
+from attnmt.atomic import write_text_atomic
+from attnmt.checkpoint import Checkpoint, TrainingState, build_model, check_resumable
+from attnmt.config import Config, save_config
 from attnmt.corpus import read_corpus, split_pairs
 from attnmt.data import BucketBatcher, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
-from attnmt.model import (
-    CHECKPOINT_FORMAT,
-    atomic_save,
-    build_model,
-    load_checkpoint,
-    pick_device,
-)
-from attnmt.tokenizer import Tokenizer, tokenizer_from_dict, train_tokenizer
+from attnmt.interface import pick_device
+from attnmt.tokenizer import Tokenizer, train_tokenizer
 from attnmt.translate import Translator
 
 Pairs = list[tuple[str, str]]
@@ -161,17 +157,9 @@ def make_checkpoint(
     src_tok: Tokenizer,
     tgt_tok: Tokenizer,
     progress: Progress,
-) -> dict[str, Any]:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "config": config_to_dict(cfg),
-        "model": model.state_dict(),
-        "src_tokenizer": src_tok.to_dict(),
-        "tgt_tokenizer": tgt_tok.to_dict(),
-        "optimizer": optimizer.state_dict(),
-        "progress": dict(progress.__dict__),
-        "rng": rng_state(),
-    }
+) -> Checkpoint:
+    state = TrainingState(optimizer.state_dict(), dict(progress.__dict__), rng_state())
+    return Checkpoint(cfg, model.state_dict(), src_tok, tgt_tok, state)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,15 +213,15 @@ def train(cfg: Config, log: Any = print) -> Path:
     # Resume if this run directory already has a checkpoint: same data, same tokenizers.
     resume = None
     if last_path.exists():
-        resume = load_checkpoint(last_path)
-        log(f"resuming from {last_path} at step {resume['progress']['step']}")
+        resume = Checkpoint.load(last_path)
+        check_resumable(resume, cfg)
+        log(f"resuming from {last_path} at step {resume.training.progress['step']}")
 
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     splits = load_splits(cfg)
     if resume:
-        src_tok = tokenizer_from_dict(resume["src_tokenizer"])
-        tgt_tok = tokenizer_from_dict(resume["tgt_tokenizer"])
+        src_tok, tgt_tok = resume.src_tokenizer, resume.tgt_tokenizer
     else:
         src_tok, tgt_tok = build_tokenizers(cfg, splits.train)
     train_ex, dropped = encode_pairs(splits.train, src_tok, tgt_tok, cfg.data.max_len)
@@ -256,10 +244,10 @@ def train(cfg: Config, log: Any = print) -> Path:
     optimizer = opt_cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     progress = Progress()
     if resume:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        progress = Progress(**resume["progress"])
-        set_rng_state(resume["rng"])
+        model.load_state_dict(resume.weights)
+        optimizer.load_state_dict(resume.training.optimizer)
+        progress = Progress(**resume.training.progress)
+        set_rng_state(resume.training.rng)
     if main:
         n_params = sum(p.numel() for p in model.parameters())
         log(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters")
@@ -315,9 +303,9 @@ def train(cfg: Config, log: Any = print) -> Path:
 
     def save(best: bool) -> None:
         ckpt = make_checkpoint(cfg, model, optimizer, src_tok, tgt_tok, progress)
-        atomic_save(ckpt, last_path)
+        ckpt.save(last_path)
         if best:
-            atomic_save(ckpt, out / "best.pt")
+            ckpt.save(out / "best.pt")
 
     def set_lr() -> float:
         lr = t.lr * lr_factor(max(1, progress.step + 1), cfg) * progress.plateau_scale

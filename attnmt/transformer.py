@@ -2,7 +2,7 @@
 
 Pipeline position: ``Batch`` ids -> **TransformerSeq2Seq** -> logits (training, ``forward``) or
 step log-probs (search, ``encode`` / ``init_state`` / ``decode_step``), behind the interface of
-:mod:`attnmt.model`. Written to be read top to bottom, in the spirit of nanoGPT and the
+:mod:`attnmt.interface`. Written to be read top to bottom, in the spirit of nanoGPT and the
 Annotated Transformer.
 
 Paper map:
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnmt.model import Dropout, EncoderOut, Seq2Seq, StepAttention
+from attnmt.interface import Dropout, EncoderOut, Seq2Seq, StepAttention
 
 # The fused attention kernels training may use (every one but cuDNN's; see Attention.forward).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]

@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attnmt.config import Config, config_from_dict
+from attnmt.checkpoint import Checkpoint
+from attnmt.config import Config
 from attnmt.corpus import normalize
 from attnmt.data import source_tensor
-from attnmt.model import Seq2Seq, build_model, load_checkpoint
+from attnmt.interface import Seq2Seq
 from attnmt.search import beam_search, greedy_search
-from attnmt.tokenizer import Tokenizer, tokenizer_from_dict
+from attnmt.tokenizer import Tokenizer
 
 
 @dataclass
@@ -80,15 +81,11 @@ class Translator:
         """Load a checkpoint; ``quantize`` applies :func:`quantize_int8` (CPU only)."""
         if quantize and torch.device(device).type != "cpu":
             raise ValueError(f"--quantize is for CPU translation, not device {device!s}")
-        ckpt = load_checkpoint(path)
-        cfg = config_from_dict(ckpt["config"], source=str(path))
-        src_tok = tokenizer_from_dict(ckpt["src_tokenizer"])
-        tgt_tok = tokenizer_from_dict(ckpt["tgt_tokenizer"])
-        model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
-        model.load_state_dict(ckpt["model"])
+        ckpt = Checkpoint.load(path)
+        model = ckpt.build_model()
         if quantize:
             model = quantize_int8(model)
-        return cls(model, src_tok, tgt_tok, cfg, device)
+        return cls(model, ckpt.src_tokenizer, ckpt.tgt_tokenizer, ckpt.config, device)
 
     def encode_sources(self, texts: list[str]) -> tuple[Tensor, Tensor, list[list[str]]]:
         """Texts -> (src (B,S), src_mask (B,S), source pieces + '<eos>' per text)."""

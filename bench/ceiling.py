@@ -62,8 +62,8 @@ def train_workload(args: argparse.Namespace):
     from compile_bench import first_batches
     from precision_profile import make_step
 
+    from attnmt.checkpoint import build_model
     from attnmt.config import load_config
-    from attnmt.model import build_model
 
     cfg = load_config(args.config, [f"data.limit={args.limit}"] if args.limit else [])
     batches, src_vocab, tgt_vocab = first_batches(cfg, args.batches)

@@ -52,9 +52,9 @@ def run_variant(config: str, variant: str, n_batches: int, threads: int) -> dict
     """One variant, in this process: returns pass-1/pass-2 throughput and step times."""
     import torch
 
+    from attnmt.checkpoint import build_model
     from attnmt.config import load_config
     from attnmt.evaluate import token_loss
-    from attnmt.model import build_model
 
     torch.set_num_threads(1 if variant == "eager-1thread" else threads)
     cfg = load_config(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnmt.model import Seq2Seq
+from attnmt.interface import Seq2Seq
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

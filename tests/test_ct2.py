@@ -7,11 +7,11 @@ import random
 import pytest
 import torch
 
-from attnmt.config import Config, config_to_dict
+from attnmt.checkpoint import Checkpoint
+from attnmt.config import Config
 from attnmt.ct2 import CT2Translator, ExportError, export_ctranslate2
 from attnmt.data import pad, source_tensor
-from attnmt.model import BOS_ID, CHECKPOINT_FORMAT, EOS_ID, PAD_ID, atomic_save
-from attnmt.tokenizer import SPECIALS, WordTokenizer
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, WordTokenizer
 from attnmt.transformer import TransformerSeq2Seq
 from attnmt.translate import Translator
 
@@ -42,16 +42,7 @@ def make_config(**decode) -> Config:
 
 
 def save(path, cfg: Config, state_dict: dict, tgt_tok: WordTokenizer = TGT_TOK) -> None:
-    atomic_save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "config": config_to_dict(cfg),
-            "model": state_dict,
-            "src_tokenizer": SRC_TOK.to_dict(),
-            "tgt_tokenizer": tgt_tok.to_dict(),
-        },
-        path,
-    )
+    Checkpoint(cfg, state_dict, SRC_TOK, tgt_tok).save(path)
 
 
 @pytest.fixture(scope="module")

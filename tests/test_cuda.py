@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnmt.checkpoint import Checkpoint, build_model
 from attnmt.config import ModelConfig
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, build_model, load_checkpoint
 from attnmt.search import beam_search, greedy_search
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from attnmt.train import train
 from attnmt.translate import Translator
 from tests.conftest import stepwise, tiny_pairs
@@ -36,7 +37,7 @@ def test_gpu_training_learns_and_its_checkpoint_translates_the_same_on_cpu(
     assert losses[-1] < 0.2 * losses[0]
     # Autocast computes in low precision but the weights (and the checkpoint) stay fp32 and are
     # saved as CPU tensors, so a GPU checkpoint loads on a machine without one.
-    weights = load_checkpoint(run / "last.pt")["model"]
+    weights = Checkpoint.load(run / "last.pt").weights
     assert all(w.device.type == "cpu" for w in weights.values())
     assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from attnmt.data import BucketBatcher, encode_pairs, make_batch, pad, source_tensor
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID
-from attnmt.tokenizer import WordTokenizer
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, WordTokenizer
 
 
 def test_pad():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnmt.model import load_checkpoint
+from attnmt.checkpoint import Checkpoint
 from tests.conftest import TINY_OVERRIDES, write_tiny_tsv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,4 +52,4 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
         assert abs(x - y) <= 0.01 * abs(x), (a, b)
     assert b[-1] < b[0]
     # Only rank 0 writes checkpoints, and they load like any other.
-    assert load_checkpoint(ddp / "last.pt")["progress"]["step"] == 30
+    assert Checkpoint.load(ddp / "last.pt").training.progress["step"] == 30

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from attnmt.checkpoint import build_model
 from attnmt.config import Config
 from attnmt.data import make_batch
 from attnmt.explain import explain, plot_attention, render_table
-from attnmt.model import build_model
 from attnmt.tokenizer import WordTokenizer
 from attnmt.translate import Translator
 from tests.conftest import EosBiased

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, StepAttention, select_batch
+from attnmt.interface import StepAttention, select_batch
 from attnmt.rnn import LSTMState, RNNSeq2Seq
 from attnmt.search import greedy_search
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tests.conftest import stepwise
 
 V = 17

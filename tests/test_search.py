@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, EncoderOut, Seq2Seq, StepAttention
+from attnmt.interface import EncoderOut, Seq2Seq, StepAttention
 from attnmt.rnn import RNNSeq2Seq
 from attnmt.search import beam_search, greedy_search, length_penalty, max_output_len
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tests.conftest import EosBiased
 
 V = 19

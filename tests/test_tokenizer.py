@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from attnmt.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
     SPECIALS,
+    UNK_ID,
     SentencePieceTokenizer,
     WordTokenizer,
     tokenizer_from_dict,

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
+from attnmt.checkpoint import Checkpoint
 from attnmt.config import load_config
-from attnmt.model import load_checkpoint
 from attnmt.train import cpu_supports, lr_factor, train
 from tests.conftest import SHARED_DATA, TINY_OVERRIDES, write_tiny_tsv
 
@@ -68,10 +68,10 @@ def test_run_writes_checkpoints_logs_and_splits(tiny_run: Path) -> None:
     assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in train_recs)
     assert train_recs[-1]["loss"] < train_recs[0]["loss"], "loss goes down"
     assert all(0 <= r["dev_bleu"] <= 100 and r["valid_ppl"] >= 1 for r in valid_recs)
-    ckpt = load_checkpoint(tiny_run / "last.pt")
-    assert ckpt["progress"]["step"] == 40
-    assert ckpt["config"]["model"]["hidden"] == 32
-    assert ckpt["src_tokenizer"]["kind"] == "word"
+    ckpt = Checkpoint.load(tiny_run / "last.pt")
+    assert ckpt.training.progress["step"] == 40
+    assert ckpt.config.model.hidden == 32
+    assert ckpt.src_tokenizer.kind == "word"
 
 
 def test_splits_keep_sources_apart(tiny_run: Path) -> None:
@@ -108,7 +108,7 @@ def test_bf16_autocast_on_cpu_overfits_and_keeps_fp32_weights(tmp_path: Path, ar
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert losses[-1] < 0.2 * losses[0]  # bf16 matmuls still learn the tiny batch
-    weights = load_checkpoint(run / "last.pt")["model"]
+    weights = Checkpoint.load(run / "last.pt").weights
     assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
 
 
@@ -141,7 +141,7 @@ def test_early_stopping_and_plateau_decay(tmp_path: Path) -> None:
         "train.max_steps=100",
     )
     run = train(cfg, log=lambda *_: None)
-    progress = load_checkpoint(run / "last.pt")["progress"]
+    progress = Checkpoint.load(run / "last.pt").training.progress
     assert progress["step"] == 30  # best at step 10, no gain at 20 and 30 -> stop
     assert progress["bad_evals"] == 2
     assert progress["plateau_scale"] == pytest.approx(0.25)
@@ -157,7 +157,7 @@ def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+    return Checkpoint.load(path).weights
 
 
 @pytest.mark.parametrize("arch", ["lstm", "transformer"])
@@ -205,19 +205,19 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, arch: str) -
     step = 0
     while time.time() < deadline and proc.poll() is None:
         if (killed / "last.pt").exists():
-            step = load_checkpoint(killed / "last.pt")["progress"]["step"]
+            step = Checkpoint.load(killed / "last.pt").training.progress["step"]
             if step >= 12:
                 break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    step = load_checkpoint(killed / "last.pt")["progress"]["step"]
+    step = Checkpoint.load(killed / "last.pt").training.progress["step"]
     assert 12 <= step < 200
     assert run(killed).wait(timeout=300) == 0
 
     a, b = _state(straight / "last.pt"), _state(killed / "last.pt")
-    assert load_checkpoint(killed / "last.pt")["progress"]["step"] == 200
+    assert Checkpoint.load(killed / "last.pt").training.progress["step"] == 200
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -255,7 +255,7 @@ def test_trains_briefly_on_tatoeba(tmp_path: Path) -> None:
     run = train(cfg, log=lambda *_: None)
     records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     valid = [r for r in records if r["kind"] == "valid"][-1]
-    vocab = load_checkpoint(run / "last.pt")["src_tokenizer"]
+    vocab = Checkpoint.load(run / "last.pt").src_tokenizer.to_dict()
     assert vocab["kind"] == "sentencepiece"
     # Far better than guessing uniformly over the vocabulary after 60 steps.
     assert math.isfinite(valid["valid_ppl"]) and valid["valid_ppl"] < 1000 / 4

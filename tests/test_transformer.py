@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, select_batch
+from attnmt.interface import select_batch
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from attnmt.transformer import TransformerSeq2Seq
 from tests.conftest import stepwise
 

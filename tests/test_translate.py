@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnmt.config import Config, config_to_dict
+from attnmt.checkpoint import Checkpoint, CheckpointError, build_model
+from attnmt.config import Config
 from attnmt.corpus import normalize
-from attnmt.model import CHECKPOINT_FORMAT, CheckpointError, atomic_save, build_model
 from attnmt.tokenizer import WordTokenizer
 from attnmt.translate import Hypothesis, Translator
 
@@ -119,14 +119,7 @@ def test_bad_beam_or_nbest(beam, n_best):
 
 def test_from_checkpoint_round_trip(tmp_path):
     tr = make_translator(seed=4)
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "config": config_to_dict(tr.cfg),
-        "model": tr.model.state_dict(),
-        "src_tokenizer": tr.src_tok.to_dict(),
-        "tgt_tokenizer": tr.tgt_tok.to_dict(),
-    }
-    atomic_save(ckpt, tmp_path / "best.pt")
+    Checkpoint(tr.cfg, tr.model.state_dict(), tr.src_tok, tr.tgt_tok).save(tmp_path / "best.pt")
     for path in (tmp_path / "best.pt", tmp_path):
         again = Translator.from_checkpoint(path)
         assert again.cfg == tr.cfg

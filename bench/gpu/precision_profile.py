@@ -26,9 +26,9 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from compile_bench import first_batches  # noqa: E402
 
+from attnmt.checkpoint import build_model  # noqa: E402
 from attnmt.config import load_config  # noqa: E402
 from attnmt.evaluate import token_loss  # noqa: E402
-from attnmt.model import build_model  # noqa: E402
 
 DTYPES = {
     "fp32": None,

@@ -1,7 +1,9 @@
-"""The one model interface both architectures implement, the config->model adapter, checkpoints.
+"""The model contract both architectures implement, and the one layer they share.
 
 Pipeline position: ``Batch`` ids -> **model** -> logits (training) or step log-probs (search).
-Models see only integer ids and ``pad_id``; never strings, vocabularies or YAML.
+Models see only integer ids and ``pad_id``; never strings, vocabularies or YAML. ``rnn.py`` and
+``transformer.py`` import this module and nothing of each other; ``search.py`` and ``explain.py``
+use only what is defined here, so they never ask which model they hold.
 
 Interface (shapes: B batch, S source len, T target len, V vocab, L layers, nh heads)::
 
@@ -10,9 +12,9 @@ Interface (shapes: B batch, S source len, T target len, V vocab, L layers, nh he
     decode_step(y_prev (B,), state, enc) -> logp (B,V), state, StepAttention
     forward(src, src_mask, tgt_in (B,T)) -> logits (B,T,V)      # teacher forcing
 
-``StepAttention`` always has layer and head dims so explain/search never ask which model they
-hold: the LSTM returns (B,1,1,S); the Transformer its cross-attention for every layer and head.
-The "headline" map is ``weights[:, -1].mean(1)`` (last layer, heads averaged).
+``StepAttention`` always has layer and head dims: the LSTM returns (B,1,1,S); the Transformer its
+cross-attention for every layer and head. The "headline" map is ``weights[:, -1].mean(1)`` (last
+layer, heads averaged).
 
 Every tensor inside an encoder output or a decoder state has batch on dim 0, so beam search
 reorders any state with :func:`select_batch` (one generic ``index_select(0, idx)``). What the
@@ -24,18 +26,13 @@ batch; the state holds what changes per hypothesis and is reordered every beam s
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from attnmt.config import ModelConfig
-
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-CHECKPOINT_FORMAT = "attnmt-checkpoint-v1"
+from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass
@@ -74,6 +71,28 @@ def select_batch(x: Any, idx: Tensor) -> Any:
     raise TypeError(f"select_batch: cannot reorder {type(x).__name__}")
 
 
+class Seq2Seq(nn.Module):
+    """Base class: holds the special ids and documents the interface search relies on."""
+
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOut:
+        raise NotImplementedError
+
+    def init_state(self, enc: EncoderOut) -> Any:
+        raise NotImplementedError
+
+    def decode_step(
+        self, y_prev: Tensor, state: Any, enc: EncoderOut
+    ) -> tuple[Tensor, Any, StepAttention]:
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 class Dropout(nn.Module):
     """Inverted dropout (kept elements scaled by 1/(1-p)) with a cheaper random mask on CPU.
 
@@ -106,111 +125,13 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
-class Seq2Seq(nn.Module):
-    """Base class: holds the special ids and documents the interface search relies on."""
-
-    pad_id: int = PAD_ID
-    bos_id: int = BOS_ID
-    eos_id: int = EOS_ID
-
-    def encode(self, src: Tensor, src_mask: Tensor) -> EncoderOut:
-        raise NotImplementedError
-
-    def init_state(self, enc: EncoderOut) -> Any:
-        raise NotImplementedError
-
-    def decode_step(
-        self, y_prev: Tensor, state: Any, enc: EncoderOut
-    ) -> tuple[Tensor, Any, StepAttention]:
-        raise NotImplementedError
-
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        raise NotImplementedError
-
-
 def pick_device(name: str) -> torch.device:
     """``auto`` -> the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: no CUDA device is available")
-    return torch.device(name)
-
-
-def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
-    """The one place a config becomes a model constructor call."""
-    if cfg.arch == "lstm":
-        from attnmt.rnn import RNNSeq2Seq
-
-        return RNNSeq2Seq(
-            src_vocab=src_vocab,
-            tgt_vocab=tgt_vocab,
-            emb_dim=cfg.emb_dim,
-            hidden=cfg.hidden,
-            layers=cfg.layers,
-            bidirectional=cfg.bidirectional,
-            attention=cfg.attention,
-            input_feeding=cfg.input_feeding,
-            dropout=cfg.dropout,
-            tie_embeddings=cfg.tie_embeddings,
-        )
-    if cfg.arch == "transformer":
-        from attnmt.transformer import TransformerSeq2Seq
-
-        return TransformerSeq2Seq(
-            src_vocab=src_vocab,
-            tgt_vocab=tgt_vocab,
-            d_model=cfg.hidden,
-            layers=cfg.layers,
-            heads=cfg.heads,
-            ff_dim=cfg.ff_dim,
-            dropout=cfg.dropout,
-            tie_embeddings=cfg.tie_embeddings,
-            tie_src_tgt=cfg.tie_src_tgt,
-        )
-    raise ValueError(f"model.arch: unknown architecture {cfg.arch!r} (use 'lstm' or 'transformer')")
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: one dict, loaded with weights_only=True, written atomically (temp file + rename).
-# ---------------------------------------------------------------------------------------------
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt, or not an attnmt checkpoint."""
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and sanity-check an attnmt checkpoint (weights_only=True: no code runs on load)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).exists():
-                path = path / name
-                break
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated/foreign files
-        first = (str(e).splitlines() or [""])[0]  # an empty file raises EOFError("")
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {first})"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not an attnmt checkpoint (missing format tag {CHECKPOINT_FORMAT!r})"
-        )
-    return ckpt
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: unknown (use auto, cpu or cuda)") from None
