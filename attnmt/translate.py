@@ -6,6 +6,7 @@ command decodes the same way. Build one from a checkpoint path; it needs nothing
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,30 @@ import torch
 from torch import Tensor, nn
 
 from attnmt.checkpoint import Checkpoint
-from attnmt.config import Config
+from attnmt.config import Config, DecodeConfig
 from attnmt.corpus import normalize
 from attnmt.data import source_tensor
 from attnmt.interface import Seq2Seq
 from attnmt.search import beam_search, greedy_search
 from attnmt.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode, resolved once (config defaults, then CLI flags or request fields)."""
+
+    beam: int = 5  # beam size (1 = greedy)
+    n_best: int = 1  # hypotheses returned per sentence
+    length_penalty: float = 1.0  # GNMT alpha
+    early_stop: bool = False  # beam: end a sentence when its best candidate ends
+    min_len: int = 0  # fewest output tokens before <eos>
+    max_len_a: float = 1.5  # output length limit a * source_length + b
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences per batch
+
+    @classmethod
+    def from_config(cls, dc: DecodeConfig) -> DecodeOptions:
+        return cls(**{f.name: getattr(dc, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass
@@ -73,6 +92,11 @@ class Translator:
         self.tgt_tok = tgt_tok
         self.cfg = cfg
         self.device = torch.device(device)
+
+    @property
+    def options(self) -> DecodeOptions:
+        """The checkpoint's decode defaults."""
+        return DecodeOptions.from_config(self.cfg.decode)
 
     @classmethod
     def from_checkpoint(
