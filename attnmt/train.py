@@ -1,11 +1,14 @@
 """Training: corpus -> tokenizers -> bucketed batches -> teacher-forced model -> checkpoints.
 
-Pipeline position: the one place that writes checkpoints; everything downstream reads them
-through ``Translator.from_checkpoint``.
+Pipeline position: the one place that writes checkpoints (through ``checkpoint.Checkpoint``);
+everything downstream reads them back with ``Checkpoint.load``.
 
-The loop, in order: label-smoothed cross-entropy over real target tokens (padding ignored),
-gradient accumulation, clipping, an lr schedule, validation perplexity and dev BLEU every N steps,
-``best`` (by dev BLEU) and ``last`` checkpoints written atomically, early stopping, a progress bar,
+``train()`` reads top to bottom: lock the run directory, check a resume against the saved config
+(before anything is written), prepare data and model, then loop over optimizer steps. Each step is
+label-smoothed cross-entropy over real target tokens (padding ignored), gradient accumulation,
+clipping and an lr schedule (:class:`Stepper`). Every ``eval_every`` steps it validates (perplexity
+and dev BLEU); :func:`after_validation` (a pure function) decides best / plateau / early stop.
+``best`` (by dev BLEU) and ``last`` checkpoints are written atomically; :class:`RunLog` writes
 ``train_log.jsonl`` and TensorBoard curves.
 
 Exact resume: ``last.pt`` holds the model, optimizer, schedule, RNG states and the data position
@@ -14,17 +17,20 @@ moment and started again continues from its last checkpoint and ends with the sa
 run that was never interrupted.
 
 Scale-out: under ``torchrun`` each rank trains on its own shard of every epoch's batches with
-DistributedDataParallel (gloo on CPU, NCCL on GPU); only rank 0 validates, logs and writes.
+DistributedDataParallel (gloo on CPU, NCCL on GPU); only rank 0 validates, logs and writes, and
+rank 0 alone decides when to stop (the others follow its broadcast).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +40,17 @@ from torch import nn
 from tqdm import tqdm
 
 from attnmt.atomic import write_text_atomic
-from attnmt.checkpoint import Checkpoint, TrainingState, build_model, check_resumable
-from attnmt.config import Config, save_config
+from attnmt.checkpoint import Checkpoint, RunLock, TrainingState, build_model, check_resumable
+from attnmt.config import Config, TrainConfig, save_config
 from attnmt.corpus import read_corpus, split_pairs
-from attnmt.data import BucketBatcher, encode_pairs
+from attnmt.data import Batch, BucketBatcher, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
-from attnmt.interface import pick_device
+from attnmt.interface import Seq2Seq, pick_device
 from attnmt.tokenizer import Tokenizer, train_tokenizer
 from attnmt.translate import Translator
 
 Pairs = list[tuple[str, str]]
+Log = Callable[[str], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,12 +103,46 @@ def build_tokenizers(cfg: Config, train: Pairs) -> tuple[Tokenizer, Tokenizer]:
     )
 
 
+@dataclass
+class RunData:
+    """The split, the tokenizers and the batchers one run trains and validates on."""
+
+    splits: Splits
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    batcher: BucketBatcher
+    dev_batcher: BucketBatcher | None
+    dropped: int  # training pairs over data.max_len
+
+
+def prepare_data(cfg: Config, resume: Checkpoint | None) -> RunData:
+    """Split and encode the corpus; a resumed run keeps the tokenizers it was trained with."""
+    t = cfg.train
+    splits = load_splits(cfg)
+    if resume:
+        src_tok, tgt_tok = resume.src_tokenizer, resume.tgt_tokenizer
+    else:
+        src_tok, tgt_tok = build_tokenizers(cfg, splits.train)
+    train_ex, dropped = encode_pairs(splits.train, src_tok, tgt_tok, cfg.data.max_len)
+    dev_ex, _ = encode_pairs(splits.dev, src_tok, tgt_tok)
+    batcher = BucketBatcher(train_ex, t.batch_tokens, t.seed)
+    dev_batcher = BucketBatcher(dev_ex, t.batch_tokens, t.seed, shuffle=False) if dev_ex else None
+    return RunData(splits, src_tok, tgt_tok, batcher, dev_batcher, dropped)
+
+
 def write_tsv(pairs: Pairs, path: Path) -> None:
     write_text_atomic(path, "".join(f"{s}\t{t}\n" for s, t in pairs))
 
 
+def write_run_files(cfg: Config, data: RunData, out: Path) -> None:
+    """The resolved config and the held-out splits, so the run can be evaluated and resumed."""
+    save_config(cfg, out / "config.yaml")
+    write_tsv(data.splits.dev, out / "dev.tsv")
+    write_tsv(data.splits.test, out / "test.tsv")
+
+
 # --------------------------------------------------------------------------------------------
-# Loss and learning-rate schedule
+# Learning-rate schedule
 # --------------------------------------------------------------------------------------------
 
 
@@ -125,14 +166,14 @@ def lr_factor(step: int, cfg: Config) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Progress:
     step: int = 0  # optimizer steps taken
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # batches of this epoch already consumed
     best_bleu: float = -1.0
     bad_evals: int = 0  # validations since the last dev BLEU gain (early stopping)
-    elapsed_s: float = 0.0  # training wall-clock time before this process started
+    elapsed_s: float = 0.0  # training wall-clock time up to the last save
     plateau_scale: float = 1.0  # lr multiplier applied by the plateau schedule
 
 
@@ -154,17 +195,93 @@ def make_checkpoint(
     cfg: Config,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    src_tok: Tokenizer,
-    tgt_tok: Tokenizer,
+    data: RunData,
     progress: Progress,
 ) -> Checkpoint:
     state = TrainingState(optimizer.state_dict(), dict(progress.__dict__), rng_state())
-    return Checkpoint(cfg, model.state_dict(), src_tok, tgt_tok, state)
+    return Checkpoint(cfg, model.state_dict(), data.src_tok, data.tgt_tok, state)
+
+
+def load_resume(out: Path, cfg: Config, log: Log) -> Checkpoint | None:
+    """``out/last.pt`` when the run directory has one; refused if ``cfg`` changed what matters."""
+    path = out / "last.pt"
+    if not path.exists():
+        return None
+    ckpt = Checkpoint.load(path)
+    check_resumable(ckpt, cfg)
+    log(f"resuming from {path} at step {ckpt.training.progress['step']}")
+    return ckpt
 
 
 # --------------------------------------------------------------------------------------------
-# The loop
+# What happens after a validation (pure: tested without a training run)
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    progress: Progress  # best score, patience counter and plateau scale updated
+    is_best: bool  # this model becomes best.pt
+    stop: str  # why training stops now ("" = go on)
+
+
+def after_validation(p: Progress, dev_bleu: float | None, t: TrainConfig) -> Outcome:
+    """Best checkpoint, plateau lr decay and early stopping, from one dev BLEU."""
+    if dev_bleu is None:
+        return Outcome(p, True, "")  # no dev set: the latest model is the best we know
+    if dev_bleu > p.best_bleu:
+        return Outcome(replace(p, best_bleu=dev_bleu, bad_evals=0), True, "")
+    bad = p.bad_evals + 1
+    scale = p.plateau_scale
+    if t.schedule == "plateau" and bad % t.plateau_patience == 0:
+        scale *= t.plateau_factor
+    stop = ""
+    if t.patience and bad >= t.patience:
+        stop = f"early stopping after {t.patience} validations without gain"
+    return Outcome(replace(p, bad_evals=bad, plateau_scale=scale), False, stop)
+
+
+def budget_stop(p: Progress, t: TrainConfig, elapsed_s: float, epoch_done: bool) -> str:
+    """Why training stops after the step that led to ``p`` ("" = go on)."""
+    if p.step >= t.max_steps:
+        return f"max_steps {t.max_steps}"
+    if t.max_minutes and elapsed_s >= t.max_minutes * 60:
+        return f"time budget {t.max_minutes} min"
+    if epoch_done and t.max_epochs and p.epoch >= t.max_epochs:
+        return f"max_epochs {t.max_epochs}"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Runtime: device, ranks and the collectives DDP needs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over ranks (the values themselves in one process)."""
+        if self.world == 1:
+            return values
+        x = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(x)
+        return x.tolist()
+
+    def agree_stop(self, stop: str) -> str:
+        """Rank 0 decides when to stop; every rank must agree or the collectives hang."""
+        if self.world == 1:
+            return stop
+        flag = torch.tensor(1 if stop else 0, device=self.device)
+        dist.broadcast(flag, 0)
+        return stop if self.main else ("rank 0 stopped" if int(flag) else "")
 
 
 def cpu_supports(precision: str) -> bool:
@@ -190,9 +307,8 @@ def check_precision(precision: str, device: torch.device) -> None:
         )
 
 
-def train(cfg: Config, log: Any = print) -> Path:
-    """Train (or resume) the run in ``cfg.train.out_dir``; returns the run directory."""
-    t = cfg.train
+def setup_runtime(t: TrainConfig) -> Runtime:
+    """Pick the device, join the process group under torchrun, set the thread count."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = pick_device(t.device)
@@ -203,240 +319,292 @@ def train(cfg: Config, log: Any = print) -> Path:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    main = rank == 0
     if t.threads:
         torch.set_num_threads(t.threads)
-    out = Path(t.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    last_path = out / "last.pt"
+    return Runtime(device, rank, world)
 
-    # Resume if this run directory already has a checkpoint: same data, same tokenizers.
-    resume = None
-    if last_path.exists():
-        resume = Checkpoint.load(last_path)
-        check_resumable(resume, cfg)
-        log(f"resuming from {last_path} at step {resume.training.progress['step']}")
 
-    random.seed(t.seed)
-    torch.manual_seed(t.seed)
-    splits = load_splits(cfg)
-    if resume:
-        src_tok, tgt_tok = resume.src_tokenizer, resume.tgt_tokenizer
-    else:
-        src_tok, tgt_tok = build_tokenizers(cfg, splits.train)
-    train_ex, dropped = encode_pairs(splits.train, src_tok, tgt_tok, cfg.data.max_len)
-    dev_ex, _ = encode_pairs(splits.dev, src_tok, tgt_tok)
-    batcher = BucketBatcher(train_ex, t.batch_tokens, t.seed)
-    dev_batcher = BucketBatcher(dev_ex, t.batch_tokens, t.seed, shuffle=False) if dev_ex else None
-    if main:
-        save_config(cfg, out / "config.yaml")
-        write_tsv(splits.dev, out / "dev.tsv")
-        write_tsv(splits.test, out / "test.tsv")
-        log(
-            f"data: {len(train_ex)} train pairs ({dropped} over max_len {cfg.data.max_len}, "
-            f"{splits.blank_lines} blank lines skipped), {len(splits.dev)} dev, "
-            f"{len(splits.test)} test; vocab {src_tok.vocab_size}/{tgt_tok.vocab_size}; "
-            f"device {device}, world {world}"
-        )
+# --------------------------------------------------------------------------------------------
+# One optimizer step
+# --------------------------------------------------------------------------------------------
 
-    model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size).to(device)
-    opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    progress = Progress()
-    if resume:
-        model.load_state_dict(resume.weights)
-        optimizer.load_state_dict(resume.training.optimizer)
-        progress = Progress(**resume.training.progress)
-        set_rng_state(resume.training.rng)
-    if main:
-        n_params = sum(p.numel() for p in model.parameters())
-        log(f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters")
-    ddp_model: nn.Module = model
-    if world > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model)
 
-    writer = None
-    log_file = None
-    if main:
-        from torch.utils.tensorboard import SummaryWriter
+class Stepper:
+    """One optimizer step over a group of ``train.accum`` batches (DDP, autocast, clipping)."""
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=progress.step + 1)
-        log_path = out / "train_log.jsonl"
-        if resume and log_path.exists():
-            # Steps after the checkpoint are redone on resume: drop their old log lines.
-            kept = [
-                line
-                for line in log_path.read_text(encoding="utf-8").splitlines(keepends=True)
-                if line.strip() and json.loads(line)["step"] <= progress.step
-            ]
-            write_text_atomic(log_path, "".join(kept))
-        log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115
+    def __init__(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, t: TrainConfig,
+                 rt: Runtime):  # fmt: skip
+        self.model, self.optimizer, self.t, self.rt = model, optimizer, t, rt
+        self.ddp = nn.parallel.DistributedDataParallel(model) if rt.world > 1 else model
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=t.precision == "fp16")
 
-    def write_log(record: dict[str, Any]) -> None:
-        if not main:
-            return
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
-        for k, v in record.items():
-            if k not in ("kind", "step", "epoch") and isinstance(v, (int, float)):
-                writer.add_scalar(f"{record['kind']}/{k}", v, record["step"])
-
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    translator = Translator(model, src_tok, tgt_tok, cfg, device)
-
-    def validate() -> dict[str, Any]:
-        record: dict[str, Any] = {"kind": "valid", "step": progress.step}
-        if dev_batcher is None:
-            return record
-        loss = mean_token_loss(model, dev_batcher, device)
-        dev = splits.dev[: t.eval_max_sents] if t.eval_max_sents else splits.dev
-        hyps = [
-            h[0].text for h in translator.translate([s for s, _ in dev], beam=t.eval_beam, n_best=1)
-        ]
-        model.train()
-        bleu, chrf = bleu_chrf(hyps, [r for _, r in dev])
-        record.update(
-            valid_loss=loss, valid_ppl=math.exp(min(loss, 50)), dev_bleu=bleu, dev_chrf=chrf
-        )
-        return record
-
-    def save(best: bool) -> None:
-        ckpt = make_checkpoint(cfg, model, optimizer, src_tok, tgt_tok, progress)
-        ckpt.save(last_path)
-        if best:
-            ckpt.save(out / "best.pt")
-
-    def set_lr() -> float:
-        lr = t.lr * lr_factor(max(1, progress.step + 1), cfg) * progress.plateau_scale
-        for g in optimizer.param_groups:
+    def step(self, batches: list[Batch], lr: float) -> tuple[float, int]:
+        """Update the weights; returns the summed loss and target tokens of the group."""
+        for g in self.optimizer.param_groups:
             g["lr"] = lr
-        return lr
+        tokens = sum(b.n_tokens for b in batches)
+        # Normalise by the global token count, so DDP's gradient mean equals the per-token mean
+        # of one big batch.
+        denom = self.rt.all_sum([float(tokens)])[0] / self.rt.world
+        loss_sum = 0.0
+        device, amp = self.rt.device, self.amp_dtype
+        for b in batches:
+            b = b.to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = self.ddp(b.src, b.src_mask, b.tgt_in)  # (B, T, V)
+            loss = token_loss(logits, b.tgt_out, self.t.label_smoothing)
+            self.scaler.scale(loss / denom).backward()
+            loss_sum += float(loss.detach())
+        self.scaler.unscale_(self.optimizer)
+        if self.t.clip_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.t.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, tokens
 
-    start = time.time() - progress.elapsed_s
-    bar = tqdm(
-        total=t.max_steps, initial=progress.step, disable=not (main and t.progress),
-        desc="train", unit="step", dynamic_ncols=True,
-    )  # fmt: skip
-    model.train()
-    stop_reason = ""
-    tokens_since, time_since, loss_sum, loss_tokens = 0, time.time(), 0.0, 0
-    while not stop_reason:
-        if progress.step >= t.max_steps:
-            stop_reason = f"max_steps {t.max_steps} (already reached)"
-            break
-        if t.max_epochs and progress.epoch >= t.max_epochs:
-            stop_reason = f"max_epochs {t.max_epochs}"
-            break
-        epoch_batches = batcher.batches(progress.epoch, rank, world)
-        # Whole optimizer steps only: a trailing partial accumulation group is skipped.
-        usable = len(epoch_batches) - len(epoch_batches) % t.accum
+
+def training_groups(
+    batcher: BucketBatcher, p: Progress, accum: int, rt: Runtime
+) -> Iterator[tuple[list[list[int]], bool]]:
+    """The groups of batches still to train on, from position ``p``, epoch after epoch.
+
+    Yields (group, epoch_done). Whole optimizer steps only: a trailing partial accumulation
+    group of an epoch is skipped.
+    """
+    epoch, start = p.epoch, p.batch_in_epoch
+    while True:
+        batches = batcher.batches(epoch, rt.rank, rt.world)
+        usable = len(batches) - len(batches) % accum
         if usable == 0:
             raise ValueError(
-                f"an epoch has {len(epoch_batches)} batches per process, fewer than train.accum "
-                f"({t.accum}): lower train.batch_tokens or train.accum"
+                f"an epoch has {len(batches)} batches per process, fewer than train.accum "
+                f"({accum}): lower train.batch_tokens or train.accum"
             )
-        while progress.batch_in_epoch < usable:
-            lr = set_lr()
-            group = epoch_batches[progress.batch_in_epoch : progress.batch_in_epoch + t.accum]
-            batches = [batcher.batch(i).to(device) for i in group]
-            step_tokens = torch.tensor(sum(b.n_tokens for b in batches), device=device)
-            if world > 1:
-                # Normalise by the global token count, so DDP's gradient mean equals the
-                # per-token mean of one big batch.
-                dist.all_reduce(step_tokens)
-            denom = float(step_tokens) / world
-            for b in batches:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = ddp_model(b.src, b.src_mask, b.tgt_in)  # (B, T, V)
-                loss = token_loss(logits, b.tgt_out, t.label_smoothing)
-                scaler.scale(loss / denom).backward()
-                loss_sum += float(loss.detach())
-                loss_tokens += b.n_tokens
-                tokens_since += b.n_tokens
-            scaler.unscale_(optimizer)
-            if t.clip_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            progress.step += 1
-            progress.batch_in_epoch += t.accum
+        for i in range(start, usable, accum):
+            yield batches[i : i + accum], i + accum >= usable
+        epoch, start = epoch + 1, 0
+
+
+def advance(p: Progress, accum: int, epoch_done: bool) -> Progress:
+    if epoch_done:
+        return replace(p, step=p.step + 1, epoch=p.epoch + 1, batch_in_epoch=0)
+    return replace(p, step=p.step + 1, batch_in_epoch=p.batch_in_epoch + accum)
+
+
+# --------------------------------------------------------------------------------------------
+# The run log: train_log.jsonl and TensorBoard, rank 0 only
+# --------------------------------------------------------------------------------------------
+
+
+class RunLog:
+    """Appends one JSON object per line to ``train_log.jsonl`` and mirrors numbers to TensorBoard.
+
+    On resume the steps after the checkpoint are redone, so their old lines are dropped first
+    (and a torn last line, left by a crash mid-write, with them).
+    """
+
+    def __init__(self, out: Path, step: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        path = out / "train_log.jsonl"
+        if path.exists():
+            write_text_atomic(path, "".join(_log_lines_upto(path, step)))
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- closed in close()
+        self.writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        for k, v in record.items():
+            if k not in ("kind", "step", "epoch") and isinstance(v, (int, float)):
+                self.writer.add_scalar(f"{record['kind']}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.writer.close()
+            self.file.close()
+
+
+def _log_lines_upto(path: Path, step: int) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # torn by a crash while it was written: that step is redone anyway
+            raise ValueError(f"{path}:{i + 1}: not valid JSON; fix or remove the line") from None
+        if record is not None and record["step"] <= step:
+            kept.append(line)
+    return kept
+
+
+class Meter:
+    """Loss and throughput since the last log line (summed over ranks when logged)."""
+
+    def __init__(self) -> None:
+        self.loss, self.tokens, self.since = 0.0, 0, time.time()
+
+    def add(self, loss_and_tokens: tuple[float, int]) -> None:
+        self.loss += loss_and_tokens[0]
+        self.tokens += loss_and_tokens[1]
+
+    def record(self, p: Progress, lr: float, rt: Runtime, elapsed_s: float) -> dict[str, Any]:
+        now = time.time()
+        loss, tokens = rt.all_sum([self.loss, float(self.tokens)])
+        rec = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": loss / max(1, tokens),
+               "lr": lr, "tokens_per_s": tokens / max(1e-9, now - self.since),
+               "elapsed_s": elapsed_s}  # fmt: skip
+        self.loss, self.tokens, self.since = 0.0, 0, now
+        return rec
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def validate(
+    translator: Translator, data: RunData, t: TrainConfig, rt: Runtime, step: int
+) -> dict[str, Any]:
+    """Dev perplexity and dev BLEU/chrF (on the first ``eval_max_sents`` dev pairs)."""
+    record: dict[str, Any] = {"kind": "valid", "step": step}
+    if data.dev_batcher is None:
+        return record
+    loss = mean_token_loss(translator.model, data.dev_batcher, rt.device)
+    dev = data.splits.dev[: t.eval_max_sents] if t.eval_max_sents else data.splits.dev
+    found = translator.translate([s for s, _ in dev], beam=t.eval_beam, n_best=1)
+    bleu, chrf = bleu_chrf([h[0].text for h in found], [r for _, r in dev])
+    record.update(valid_loss=loss, valid_ppl=math.exp(min(loss, 50)), dev_bleu=bleu, dev_chrf=chrf)
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def build_training(
+    cfg: Config, data: RunData, resume: Checkpoint | None, rt: Runtime
+) -> tuple[Seq2Seq, torch.optim.Optimizer, Progress]:
+    """Model and optimizer, fresh or restored from ``resume`` (RNG states included)."""
+    t = cfg.train
+    random.seed(t.seed)
+    torch.manual_seed(t.seed)
+    model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(rt.device)
+    if t.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"train.optimizer: unknown {t.optimizer!r} (use adam or adamw)")
+    opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    if resume is None:
+        return model, optimizer, Progress()
+    model.load_state_dict(resume.weights)
+    optimizer.load_state_dict(resume.training.optimizer)
+    set_rng_state(resume.training.rng)
+    return model, optimizer, Progress(**resume.training.progress)
+
+
+def describe(cfg: Config, data: RunData, model: Seq2Seq, rt: Runtime) -> str:
+    s, n_params = data.splits, sum(p.numel() for p in model.parameters())
+    return (
+        f"data: {len(data.batcher.examples)} train pairs ({data.dropped} over max_len "
+        f"{cfg.data.max_len}, {s.blank_lines} blank lines skipped), {len(s.dev)} dev, "
+        f"{len(s.test)} test; vocab {data.src_tok.vocab_size}/{data.tgt_tok.vocab_size}; "
+        f"device {rt.device}, world {rt.world}\n"
+        f"model: {cfg.model.arch}, {n_params / 1e6:.2f}M parameters"
+    )
+
+
+def sized_bar_total(p: Progress, t: TrainConfig, elapsed_s: float) -> int:
+    """Steps the run will reach: max_steps, or fewer when the time budget binds first."""
+    if not t.max_minutes:
+        return t.max_steps
+    steps_per_s = p.step / max(1e-9, elapsed_s)
+    return int(min(t.max_steps, p.step + steps_per_s * (t.max_minutes * 60 - elapsed_s)))
+
+
+def report(record: dict[str, Any], bar: tqdm, runlog: RunLog, p: Progress, t: TrainConfig) -> None:
+    """A train log line, mirrored on the progress bar (whose total follows the time budget)."""
+    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                    tok_s=f"{record['tokens_per_s']:.0f}")  # fmt: skip
+    bar.total = sized_bar_total(p, t, record["elapsed_s"])
+    bar.refresh()
+    runlog.write(record)
+
+
+def validation_outcome(
+    translator: Translator, data: RunData, t: TrainConfig, rt: Runtime, p: Progress,
+    bar: tqdm, runlog: RunLog,
+) -> Outcome:  # fmt: skip
+    """Validate (rank 0 only), log it, and decide best / plateau / early stop."""
+    record = validate(translator, data, t, rt, p.step)
+    if "dev_bleu" in record:
+        bar.write(f"step {p.step}: valid ppl {record['valid_ppl']:.2f}, "
+                  f"dev BLEU {record['dev_bleu']:.2f}, chrF {record['dev_chrf']:.2f}")  # fmt: skip
+    runlog.write(record)
+    return after_validation(p, record.get("dev_bleu"), t)
+
+
+def train(cfg: Config, log: Log = print) -> Path:
+    """Train (or resume) the run in ``cfg.train.out_dir``; returns the run directory."""
+    t, rt, out = cfg.train, setup_runtime(cfg.train), Path(cfg.train.out_dir)
+    with RunLock(out) if rt.main else contextlib.nullcontext():
+        resume = load_resume(out, cfg, log)  # refuses a changed config before any write
+        data = prepare_data(cfg, resume)
+        model, optimizer, progress = build_training(cfg, data, resume, rt)
+        if rt.main:
+            write_run_files(cfg, data, out)
+            log(describe(cfg, data, model, rt))
+        if progress.step >= t.max_steps:
+            log(f"stopped: max_steps {t.max_steps} (already reached); run dir {out}")
+            return out
+        runlog, meter, stepper = (
+            RunLog(out, progress.step, rt.main),
+            Meter(),
+            Stepper(model, optimizer, t, rt),
+        )
+        translator = Translator(model, data.src_tok, data.tgt_tok, cfg, rt.device)
+        bar = tqdm(total=t.max_steps, initial=progress.step, disable=not (rt.main and t.progress),
+                   desc="train", unit="step", dynamic_ncols=True)  # fmt: skip
+        start = time.time() - progress.elapsed_s
+        model.train()
+        for group, epoch_done in training_groups(data.batcher, progress, t.accum, rt):
+            lr = t.lr * lr_factor(progress.step + 1, cfg) * progress.plateau_scale
+            meter.add(stepper.step([data.batcher.batch(i) for i in group], lr))
+            progress = advance(progress, t.accum, epoch_done)
             bar.update(1)
-
+            stop = budget_stop(progress, t, time.time() - start, epoch_done)
             if progress.step % t.log_every == 0 or progress.step == t.max_steps:
-                now = time.time()
-                if world > 1:
-                    # Log the global loss and throughput, not rank 0's share of them.
-                    sums = torch.tensor(
-                        [loss_sum, loss_tokens, tokens_since], dtype=torch.float64, device=device
-                    )
-                    dist.all_reduce(sums)
-                    loss_sum, loss_tokens, tokens_since = sums.tolist()
-                tps = tokens_since / max(1e-9, now - time_since)
-                mean_loss = loss_sum / max(1, loss_tokens)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tps:.0f}")
-                if t.max_minutes:
-                    # When the time budget binds first, size the bar by it so the ETA is true.
-                    left_s = t.max_minutes * 60 - (now - start)
-                    steps_per_s = progress.step / max(1e-9, now - start)
-                    bar.total = int(min(t.max_steps, progress.step + steps_per_s * left_s))
-                    bar.refresh()
-                write_log(
-                    {"kind": "train", "step": progress.step, "epoch": progress.epoch,
-                     "loss": mean_loss, "lr": lr, "tokens_per_s": tps,
-                     "elapsed_s": now - start}
-                )  # fmt: skip
-                tokens_since, time_since, loss_sum, loss_tokens = 0, now, 0.0, 0
-
-            if progress.step >= t.max_steps:
-                stop_reason = f"max_steps {t.max_steps}"
-            elif t.max_minutes and time.time() - start >= t.max_minutes * 60:
-                stop_reason = f"time budget {t.max_minutes} min"
-            evaluate_now = progress.step % t.eval_every == 0 or bool(stop_reason)
-            save_now = progress.step % t.save_every == 0 or evaluate_now
+                report(
+                    meter.record(progress, lr, rt, time.time() - start), bar, runlog, progress, t
+                )
+            evaluate_now = progress.step % t.eval_every == 0 or bool(stop)
             is_best = False
-            if evaluate_now and main:
-                record = validate()
-                if "dev_bleu" in record:
-                    bar.write(
-                        f"step {progress.step}: valid ppl {record['valid_ppl']:.2f}, "
-                        f"dev BLEU {record['dev_bleu']:.2f}, chrF {record['dev_chrf']:.2f}"
-                    )
-                    if record["dev_bleu"] > progress.best_bleu:
-                        progress.best_bleu, progress.bad_evals, is_best = (
-                            record["dev_bleu"],
-                            0,
-                            True,
-                        )
-                    else:
-                        progress.bad_evals += 1
-                        if t.schedule == "plateau" and progress.bad_evals % t.plateau_patience == 0:
-                            progress.plateau_scale *= t.plateau_factor
-                    if t.patience and progress.bad_evals >= t.patience:
-                        stop_reason = f"early stopping after {t.patience} validations without gain"
-                else:
-                    is_best = True  # no dev set: the latest model is the best we know
-                write_log(record)
-            if world > 1:
-                # Rank 0 decides about stopping; everyone must agree or collectives hang.
-                flag = torch.tensor(1 if stop_reason else 0, device=device)
-                dist.broadcast(flag, 0)
-                if int(flag) and not stop_reason:
-                    stop_reason = "rank 0 stopped"
-            if save_now and main:
-                progress.elapsed_s = time.time() - start
-                save(is_best)
-            if stop_reason:
+            if rt.main and evaluate_now:
+                outcome = validation_outcome(translator, data, t, rt, progress, bar, runlog)
+                model.train()
+                progress, is_best, stop = outcome.progress, outcome.is_best, stop or outcome.stop
+            stop = rt.agree_stop(stop)
+            if rt.main and (evaluate_now or progress.step % t.save_every == 0):
+                progress = replace(progress, elapsed_s=time.time() - start)
+                ckpt = make_checkpoint(cfg, model, optimizer, data, progress)
+                ckpt.save(out / "last.pt")
+                if is_best:
+                    ckpt.save(out / "best.pt")
+            if stop:
                 break
-        else:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-    bar.close()
-    if main:
-        log(f"stopped: {stop_reason}; best dev BLEU {progress.best_bleu:.2f}; run dir {out}")
-        writer.close()
-        log_file.close()
-    if world > 1:
+        bar.close()
+        runlog.close()
+        if rt.main:
+            log(f"stopped: {stop}; best dev BLEU {progress.best_bleu:.2f}; run dir {out}")
+    if rt.world > 1:
         dist.barrier()
     return out

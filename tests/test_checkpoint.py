@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import pickle
 from dataclasses import dataclass
 
@@ -9,7 +11,17 @@ import pytest
 import torch
 
 from attnmt.atomic import write_atomic
-from attnmt.checkpoint import FORMAT, CheckpointError, build_model, resolve_path
+from attnmt.checkpoint import (
+    FORMAT,
+    Checkpoint,
+    CheckpointError,
+    RunDirBusy,
+    RunLock,
+    TrainingState,
+    build_model,
+    config_differences,
+    resolve_path,
+)
 from attnmt.config import ModelConfig
 from attnmt.interface import Seq2Seq
 from attnmt.tokenizer import SentencePieceTokenizer, WordTokenizer, tokenizer_from_dict
@@ -167,3 +179,85 @@ def test_sentencepiece_tokenizer_survives_checkpoint(tmp_path):
     atomic_save(ckpt_dict(src_tokenizer=sp.to_dict()), tmp_path / "c.pt")
     again = tokenizer_from_dict(load_raw(tmp_path / "c.pt")["src_tokenizer"])
     assert again.encode("the cat ate") == sp.encode("the cat ate")
+
+
+# ---------------------------------------------------------------------------------------------
+# The Checkpoint type
+# ---------------------------------------------------------------------------------------------
+
+
+def word_tok() -> WordTokenizer:
+    return WordTokenizer(["<pad>", "<bos>", "<eos>", "<unk>", "hola", "adiós"])
+
+
+def tiny_checkpoint(arch: str = "lstm", training=None) -> Checkpoint:
+    from attnmt.config import Config
+
+    cfg = Config()
+    cfg.model = tiny_cfg(arch=arch)
+    torch.manual_seed(0)
+    weights = build_model(cfg.model, 6, 6).state_dict()
+    return Checkpoint(cfg, weights, word_tok(), word_tok(), training)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_checkpoint_round_trip_builds_the_same_model(tmp_path, arch):
+    state = TrainingState({"state": {}, "param_groups": []}, {"step": 3}, {"torch": torch.zeros(2)})
+    ckpt = tiny_checkpoint(arch, state)
+    again = Checkpoint.load(ckpt.save(tmp_path / "c.pt"))
+    assert again.config == ckpt.config and again.path == tmp_path / "c.pt"
+    assert again.src_tokenizer.to_dict() == word_tok().to_dict()
+    assert again.training.progress == {"step": 3}
+    a, b = ckpt.build_model(), again.build_model()
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    assert Checkpoint.load(tiny_checkpoint(arch).save(tmp_path / "w.pt")).training is None
+
+
+def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path):
+    ckpt = tiny_checkpoint("lstm")
+    bigger = dataclasses.replace(ckpt.config.model, hidden=32)
+    cfg = dataclasses.replace(ckpt.config, model=bigger)
+    path = dataclasses.replace(ckpt, config=cfg).save(tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match=r"c.pt: its weights do not fit its model config"):
+        Checkpoint.load(path).build_model()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d.pop("model"), "lacks model"),
+        (lambda d: d.update(src_tokenizer={"kind": "sentencepiece", "model_proto": b"junk"}),
+         "unusable checkpoint"),
+        (lambda d: d.update(config={"model": {"hidden": "wide"}}), "unusable checkpoint"),
+    ],
+)  # fmt: skip
+def test_damaged_checkpoints_name_the_file(tmp_path, damage, message):
+    raw = tiny_checkpoint().to_dict()
+    damage(raw)
+    path = tmp_path / "bad.pt"
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=message) as e:
+        Checkpoint.load(path)
+    assert str(path) in str(e.value)
+
+
+def test_config_differences_skip_resumable_keys():
+    from attnmt.config import load_config
+
+    a = load_config(None, [])
+    b = load_config(None, ["train.max_steps=5", "train.out_dir=elsewhere", "decode.beam=2",
+                           "model.layers=2", "data.vocab_size=10"])  # fmt: skip
+    assert config_differences(a, b) == ["data.vocab_size: 4000 -> 10", "model.layers: 1 -> 2"]
+    assert config_differences(a, a) == []
+
+
+def test_run_lock_is_exclusive_and_released(tmp_path):
+    with RunLock(tmp_path / "run") as lock:
+        assert lock.path.read_text().strip() == str(os.getpid())
+        # flock locks belong to open file descriptions: a second open in this process conflicts
+        # just as another process would.
+        with pytest.raises(RunDirBusy, match=f"PID {os.getpid()}"), RunLock(tmp_path / "run"):
+            pass
+    with RunLock(tmp_path / "run"):  # released on exit
+        pass

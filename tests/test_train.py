@@ -15,9 +15,21 @@ import pytest
 import torch
 import yaml
 
-from attnmt.checkpoint import Checkpoint
+from attnmt.checkpoint import Checkpoint, ResumeError, RunDirBusy
 from attnmt.config import load_config
-from attnmt.train import cpu_supports, lr_factor, train
+from attnmt.data import BucketBatcher
+from attnmt.train import (
+    Progress,
+    RunLog,
+    Runtime,
+    advance,
+    after_validation,
+    budget_stop,
+    cpu_supports,
+    lr_factor,
+    train,
+    training_groups,
+)
 from tests.conftest import SHARED_DATA, TINY_OVERRIDES, write_tiny_tsv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,3 +271,143 @@ def test_trains_briefly_on_tatoeba(tmp_path: Path) -> None:
     assert vocab["kind"] == "sentencepiece"
     # Far better than guessing uniformly over the vocabulary after 60 steps.
     assert math.isfinite(valid["valid_ppl"]) and valid["valid_ppl"] < 1000 / 4
+
+
+# --------------------------------------------------------------------------------------------
+# The loop's parts, without a training run
+# --------------------------------------------------------------------------------------------
+
+
+def test_after_validation_best_plateau_and_early_stop() -> None:
+    t = load_config(
+        None, ["train.schedule=plateau", "train.plateau_patience=2", "train.plateau_factor=0.5",
+               "train.patience=3"],
+    ).train  # fmt: skip
+    p = Progress()
+    out = after_validation(p, 10.0, t)
+    assert out.is_best and out.stop == "" and out.progress.best_bleu == 10.0
+    assert p.best_bleu == -1.0  # pure: the input is not changed
+    seen = [out]
+    for bleu in (9.0, 10.0, 8.0):  # no gain three times (equal is no gain)
+        seen.append(after_validation(seen[-1].progress, bleu, t))
+    assert [o.is_best for o in seen] == [True, False, False, False]
+    assert [o.progress.bad_evals for o in seen] == [0, 1, 2, 3]
+    assert [o.progress.plateau_scale for o in seen] == [1.0, 1.0, 0.5, 0.5]  # every 2nd miss
+    assert [bool(o.stop) for o in seen] == [False, False, False, True]
+    assert "3 validations" in seen[-1].stop
+    back = after_validation(seen[2].progress, 11.0, t)  # a gain resets the patience counter
+    assert back.is_best and back.progress.bad_evals == 0 and back.progress.plateau_scale == 0.5
+
+
+def test_after_validation_without_dev_set_or_with_patience_off() -> None:
+    t = load_config(None, []).train  # patience 0, inverse_sqrt schedule
+    out = after_validation(Progress(best_bleu=5.0), None, t)
+    assert out.is_best and out.stop == "" and out.progress == Progress(best_bleu=5.0)
+    out = after_validation(Progress(best_bleu=5.0, bad_evals=50), 1.0, t)
+    assert not out.is_best and out.stop == "" and out.progress.plateau_scale == 1.0
+
+
+def test_budget_stop() -> None:
+    t = load_config(None, ["train.max_steps=10", "train.max_minutes=1", "train.max_epochs=2"]).train
+    assert budget_stop(Progress(step=10), t, 0.0, False) == "max_steps 10"
+    assert budget_stop(Progress(step=3), t, 61.0, False) == "time budget 1.0 min"
+    assert budget_stop(Progress(step=3, epoch=2), t, 0.0, True) == "max_epochs 2"
+    assert budget_stop(Progress(step=3, epoch=1), t, 0.0, True) == ""
+
+
+def test_training_groups_continue_from_the_saved_position() -> None:
+    examples = [([4] * (i % 7 + 1), [5] * (i % 5 + 1)) for i in range(60)]
+    batcher = BucketBatcher(examples, batch_tokens=24, seed=3)
+    rt = Runtime(torch.device("cpu"))
+    epoch0, epoch1 = batcher.batches(0), batcher.batches(1)
+    usable0 = len(epoch0) - len(epoch0) % 2
+    groups = training_groups(batcher, Progress(epoch=0, batch_in_epoch=2), accum=2, rt=rt)
+    got = [next(groups) for _ in range(usable0 // 2)]
+    assert [g for g, _ in got] == [epoch0[i : i + 2] for i in range(2, usable0, 2)] + [epoch1[:2]]
+    assert [done for _, done in got][-2:] == [True, False]  # the epoch ends at its last group
+    p = Progress(step=4, epoch=0, batch_in_epoch=usable0 - 2)
+    assert advance(p, 2, True) == Progress(step=5, epoch=1, batch_in_epoch=0)
+    assert advance(p, 2, False) == Progress(step=5, epoch=0, batch_in_epoch=usable0)
+
+
+def test_run_log_drops_redone_steps_and_a_torn_last_line(tmp_path: Path) -> None:
+    log = tmp_path / "train_log.jsonl"
+    lines = [json.dumps({"kind": "train", "step": s, "loss": 1.0}) + "\n" for s in (5, 10, 15)]
+    log.write_text("".join(lines) + '{"kind": "train", "st')  # a crash mid-write
+    runlog = RunLog(tmp_path, step=10, enabled=True)
+    runlog.write({"kind": "train", "step": 11, "loss": 0.5})
+    runlog.close()
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [5, 10, 11]
+    log.write_text(lines[0] + "{broken\n" + lines[1])  # damage in the middle is not guessed at
+    with pytest.raises(ValueError, match=r"train_log.jsonl:2"):
+        RunLog(tmp_path, step=10, enabled=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Resume with another config, and two trainers in one run directory
+# --------------------------------------------------------------------------------------------
+
+
+def test_resume_with_another_config_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Bug: the saved weights were loaded into a model built from the new config (a raw
+    RuntimeError from load_state_dict) after config.yaml had been overwritten."""
+    train(tiny_cfg(tmp_path, "train.max_steps=10"), log=lambda *_: None)
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    changed = tiny_cfg(tmp_path, "train.max_steps=20", "model.hidden=64", "train.lr=0.5")
+    with pytest.raises(ResumeError) as e:
+        train(changed, log=lambda *_: None)
+    msg = str(e.value)
+    assert "model.hidden: 32 -> 64" in msg and "train.lr: 0.01 -> 0.5" in msg
+    assert "max_steps" not in msg.split("keys that may change")[0]  # a resumable key
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert after == before  # config.yaml, splits, log and checkpoints untouched
+
+
+def test_resume_error_reaches_the_cli_as_one_line(tmp_path: Path, capsys) -> None:
+    from attnmt.cli import main
+
+    corpus = write_tiny_tsv(tmp_path / "tiny.tsv")
+    sets = [f"data.corpus={corpus}", f"train.out_dir={tmp_path / 'run'}", *TINY_OVERRIDES,
+            "train.max_steps=5"]  # fmt: skip
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["train", *args]) == 0
+    assert main(["train", *args, "--set", "data.vocab_size=150"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "data.vocab_size: 200 -> 150" in err
+    assert "Traceback" not in err
+
+
+def test_resume_may_change_the_resumable_keys(tmp_path: Path) -> None:
+    train(tiny_cfg(tmp_path, "train.max_steps=10"), log=lambda *_: None)
+    more = tiny_cfg(tmp_path, "train.max_steps=20", "train.log_every=2", "decode.beam=1")
+    run = train(more, log=lambda *_: None)
+    assert Checkpoint.load(run / "last.pt").training.progress["step"] == 20
+
+
+HOLD_LOCK = """
+import sys, time
+from attnmt.checkpoint import RunLock
+with RunLock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_trainer_is_refused_and_a_killed_one_does_not_block(tmp_path: Path) -> None:
+    """Bug: nothing stopped two `attnmt train` processes writing one run directory at once."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], env=env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirBusy, match=rf"PID {holder.pid}\b"):
+            train(tiny_cfg(tmp_path, "train.max_steps=5"), log=lambda *_: None)
+        assert not (run / "config.yaml").exists()  # refused before writing anything
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (run / "train.lock").exists()  # the stale file stays; its lock died with the process
+    train(tiny_cfg(tmp_path, "train.max_steps=5"), log=lambda *_: None)
+    assert (run / "last.pt").exists()
