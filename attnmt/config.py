@@ -7,6 +7,7 @@ states what differs from these defaults; an unknown section or key is an error t
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,94 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     return cfg
 
 
+# ---------------------------------------------------------------------------------------------
+# Value checks: every key whose value could break a run later is refused here, by name.
+# ---------------------------------------------------------------------------------------------
+
+CHOICES = {
+    "data.tokenizer": ("sentencepiece", "word"),
+    "data.sp_model_type": ("bpe", "unigram"),
+    "model.arch": ("lstm", "transformer"),
+    "model.attention": ("dot", "general", "additive"),
+    "train.optimizer": ("adam", "adamw"),
+    "train.schedule": ("constant", "inverse_sqrt", "noam", "plateau"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+}
+AT_LEAST = {  # key -> smallest allowed value
+    "data.max_len": 0, "data.limit": 0, "data.demo_size": 1,
+    "data.vocab_size": 5,  # the four special tokens and at least one real one
+    "model.emb_dim": 1, "model.hidden": 1, "model.layers": 1, "model.heads": 1,
+    "model.ff_dim": 1,
+    "train.batch_tokens": 1, "train.accum": 1, "train.lr": 0.0, "train.weight_decay": 0.0,
+    "train.warmup": 0, "train.plateau_patience": 1, "train.clip_norm": 0.0,
+    "train.max_steps": 0, "train.max_epochs": 0, "train.max_minutes": 0.0,
+    "train.eval_every": 1, "train.save_every": 1, "train.log_every": 1, "train.patience": 0,
+    "train.eval_beam": 1, "train.eval_max_sents": 0, "train.threads": 0,
+    "decode.beam": 1, "decode.n_best": 1, "decode.min_len": 0, "decode.max_len_a": 0.0,
+    "decode.max_len_b": 0, "decode.batch_size": 1,
+}  # fmt: skip
+FRACTIONS = {  # key -> (low, high), half-open [low, high)
+    "data.dev_fraction": (0.0, 1.0), "data.test_fraction": (0.0, 1.0),
+    "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),
+}  # fmt: skip
+
+
+def _value(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def check_decode(dc: DecodeConfig, where: str = "decode") -> None:
+    """The decode values that depend on each other (also used for CLI flags and requests)."""
+    if not math.isfinite(dc.length_penalty):
+        raise ConfigError(
+            f"{where}.length_penalty: must be a finite number, got {dc.length_penalty}"
+        )
+    if not 1 <= dc.n_best <= dc.beam:
+        raise ConfigError(
+            f"{where}.n_best: must be between 1 and beam ({dc.beam}), got {dc.n_best}"
+        )
+    # A one-word source is 2 steps long with its <eos>: the limit must allow a word and <eos>.
+    if int(dc.max_len_a * 2 + dc.max_len_b) < 2:
+        raise ConfigError(
+            f"{where}.max_len_a/max_len_b: the output limit a * source_length + b "
+            f"({dc.max_len_a:g} * n + {dc.max_len_b}) allows no output for a one-word source"
+        )
+
+
+def check_config(cfg: Config, source: str = "<config>") -> Config:
+    """Refuse out-of-range values and unknown choices, naming the key; returns ``cfg``."""
+    for key, options in CHOICES.items():
+        if _value(cfg, key) not in options:
+            raise ConfigError(
+                f"{source}: {key}: unknown {_value(cfg, key)!r} (use {', '.join(options)})"
+            )
+    for key, low in AT_LEAST.items():
+        v = _value(cfg, key)
+        if not (v >= low and math.isfinite(v)):
+            raise ConfigError(f"{source}: {key}: must be >= {low:g}, got {v}")
+    for key, (low, high) in FRACTIONS.items():
+        v = _value(cfg, key)
+        if not low <= v < high:
+            raise ConfigError(f"{source}: {key}: must be in [{low:g}, {high:g}), got {v}")
+    d, t = cfg.data, cfg.train
+    if d.dev_fraction + d.test_fraction >= 1:
+        raise ConfigError(f"{source}: data.dev_fraction + data.test_fraction must be < 1")
+    if not all(0.0 <= b < 1.0 for b in t.betas):
+        raise ConfigError(f"{source}: train.betas: each must be in [0, 1), got {list(t.betas)}")
+    if not 0.0 < t.plateau_factor <= 1.0:
+        raise ConfigError(
+            f"{source}: train.plateau_factor: must be in (0, 1], got {t.plateau_factor}"
+        )
+    if t.device != "auto" and t.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{source}: train.device: unknown {t.device!r} (use auto, cpu or cuda)")
+    try:
+        check_decode(cfg.decode)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
     raw: dict[str, dict[str, Any]] = {}
@@ -178,7 +267,10 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
         dotted, value = item.split("=", 1)
         section, key = dotted.split(".", 1)
-        raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else ""
+        try:
+            raw.setdefault(section, {})[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     patched = config_from_dict(raw, source="--set")
     for section, values in raw.items():
         for key in values:
@@ -199,7 +291,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
         cfg = config_from_dict(raw, source=str(path))
-    return apply_overrides(cfg, overrides or [])
+    where = (str(path) if path else "config") + (" + --set" if overrides else "")
+    return check_config(apply_overrides(cfg, overrides or []), where)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_set_coercion(item, section, key, expected):
 
 
 def test_set_tuple_elements_are_floats():
-    cfg = load_config(None, ["train.betas=[1, 0]"])
+    cfg = apply_overrides(Config(), ["train.betas=[1, 0]"])
     assert cfg.train.betas == (1.0, 0.0)
     assert all(isinstance(b, float) for b in cfg.train.betas)
 
@@ -97,7 +98,7 @@ def test_apply_overrides_changes_only_named_keys():
 @pytest.mark.parametrize("item", ["model.hidden", "hidden=3", "=3"])
 def test_set_malformed(item):
     with pytest.raises(ConfigError, match="section.key=value"):
-        load_config(None, [item])
+        load_config(None, item.split())
 
 
 def test_unknown_section_names_it_and_file(tmp_path):
@@ -143,7 +144,7 @@ def test_bad_type_names_section_key(tmp_path, text, where):
 @pytest.mark.parametrize("item", ["model.layers=two", "model.layers=true", "train.lr=false"])
 def test_bad_type_in_set(item):
     with pytest.raises(ConfigError, match=item.split("=")[0].replace(".", r"\.")):
-        load_config(None, [item])
+        load_config(None, item.split())
 
 
 def test_shipped_configs_load():
@@ -189,3 +190,36 @@ def test_save_config_loads_back_equal(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left
     save_config(Config(), path)  # overwrite in place
     assert load_config(path) == Config()
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("train.eval_every=0", "train.eval_every: must be >= 1, got 0"),
+        ("train.save_every=0", "train.save_every: must be >= 1"),
+        ("train.log_every=0", "train.log_every: must be >= 1"),
+        ("train.accum=0", "train.accum: must be >= 1"),
+        ("train.optimizer=sgd", "train.optimizer: unknown 'sgd' (use adam, adamw)"),
+        ("train.batch_tokens=-5", "train.batch_tokens: must be >= 1"),
+        ("data.vocab_size=3", "data.vocab_size: must be >= 5"),
+        ("train.max_steps=-1", "train.max_steps: must be >= 0"),
+        ("train.lr=.nan", "train.lr: must be >= 0"),
+        ("model.dropout=1.0", "model.dropout: must be in [0, 1)"),
+        ("data.dev_fraction=0.96", "dev_fraction + data.test_fraction must be < 1"),
+        ("train.device=tpu", "train.device: unknown 'tpu'"),
+        ("train.betas=[1,0]", "train.betas: each must be in [0, 1)"),
+        ("decode.n_best=6", "decode.n_best: must be between 1 and beam (5), got 6"),
+        ("decode.length_penalty=.nan", "decode.length_penalty: must be a finite number"),
+        ("decode.max_len_a=0 decode.max_len_b=1", "allows no output"),
+        ("model.arch=gru", "model.arch: unknown 'gru'"),
+    ],
+)
+def test_out_of_range_values_are_refused_by_name(item, message):
+    """Bug: train.eval_every=0 was a ZeroDivisionError mid-run; train.optimizer=sgd ran Adam."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, item.split())
+
+
+def test_set_with_invalid_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"--set 'train.betas=\[1,': the value is not valid YAML"):
+        load_config(None, ["train.betas=[1,"])
