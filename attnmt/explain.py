@@ -1,14 +1,16 @@
 """Step-by-step greedy decoding trace and attention heatmaps: the "Let's go -> vamos" walkthrough.
 
-Pipeline position: text -> ``Translator.encode_sources`` -> ``model.encode`` -> **explain** (one
-``model.decode_step`` at a time, recording everything) -> ``Trace`` -> table / heatmap / JSON.
+Pipeline position: text -> ``Translator.encode_sources`` -> ``model.encode`` -> **explain**
+(consumes search's greedy step loop, :func:`attnmt.search.greedy_steps`, recording every step)
+-> ``Trace`` -> table / heatmap / JSON.
 
 At each step the decoder reads its previous output (``<bos>`` first), compares its output with the
 encoding of every source token (similarity *scores*), turns the scores into shares with a softmax
 (the attention *weights*), mixes the encodings by those shares, and predicts a distribution over
 the next token; greedy decoding takes the most probable one (Luong et al. 2015, section 3;
-Bahdanau et al. 2015, section 3.1). Decoding stops at ``<eos>`` or at the same output length
-limit search uses (``a * source_length + b``), so the trace always equals ``translate(beam=1)``.
+Bahdanau et al. 2015, section 3.1). Explain does not decode by itself: the steps, the ``<eos>``
+and length-limit stop, ``min_len`` and the tie-breaking are those of ``greedy_search``, with the
+decode options of ``translator.options``, so the trace always equals ``translate(beam=1)``.
 
 Only the model interface is used, never the model type: the LSTM reports (L=1, nh=1) attention,
 the Transformer its cross-attention per layer and head. The headline map (scores and weights) is
@@ -18,6 +20,7 @@ the last layer with heads averaged, as in ``StepAttention.headline``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,8 @@ from typing import Any
 import torch
 
 from attnmt.plot import save_figure
-from attnmt.search import forbid_early_eos, max_output_len
-from attnmt.translate import Hypothesis, Translator
+from attnmt.search import GreedyStep, greedy_steps, output_limits
+from attnmt.translate import Hypothesis, Translator, eval_mode
 
 BAR_WIDTH = 20  # characters for a 100% attention bar in the terminal table
 ANNOTATE_MAX = 15  # print values in heatmap cells when both sides have at most this many tokens
@@ -96,59 +99,52 @@ def explain(translator: Translator, text: str, top_k: int = 5) -> Trace:
     if not text.strip():
         # translate() answers "" without decoding; there are no steps to show.
         raise ValueError("nothing to explain: the text is empty")
-    model, tgt_tok, dc = translator.model, translator.tgt_tok, translator.cfg.decode
+    model, tgt_tok, opts = translator.model, translator.tgt_tok, translator.options
     src, src_mask, pieces = translator.encode_sources([text])  # (1, S), (1, S)
-    src_tokens = pieces[0]
-    limit = max_output_len(int(src_mask.sum()), dc.max_len_a, dc.max_len_b)
+    limits = output_limits(src_mask, opts.max_len_a, opts.max_len_b)  # as translate's search
 
     def piece(i: int) -> str:
         # Specials by name: a SentencePiece vocabulary may spell them differently.
         specials = {model.bos_id: "<bos>", model.eos_id: "<eos>", model.pad_id: "<pad>"}
         return specials.get(i, tgt_tok.id_to_piece(i))
 
-    enc = model.encode(src, src_mask)
-    state = model.init_state(enc)
-    y = torch.full((1,), model.bos_id, dtype=torch.long, device=src.device)  # (1,)
+    # The very loop greedy_search runs, so the trace equals translate(beam=1) by construction.
     steps: list[Step] = []
-    ids: list[int] = []
-    stopped_by = "length_limit"
-    layers = heads = 1
-    for t in range(limit):
-        input_token = piece(int(y[0]))
-        logp, state, attn = model.decode_step(y, state, enc)  # (1, V)
-        forbid_early_eos(logp, t, dc.min_len, model.eos_id)  # as greedy_search does
-        layers, heads = attn.weights.size(1), attn.weights.size(2)
-        # The same call greedy_search makes, so ties break the same way.
-        best_logp, y = logp.max(dim=-1)  # (1,), (1,)
-        top_logp, top_ids = logp[0].float().topk(min(top_k, logp.size(-1)))  # (k,), (k,)
-        chosen = int(y[0])
-        steps.append(
-            Step(
-                index=t + 1,
-                input_token=input_token,
-                scores=_finite(attn.scores[0, -1].float().mean(0).tolist()),  # (S,)
-                weights=attn.headline()[0].float().tolist(),  # (S,)
-                layer_head_weights=attn.weights[0].float().tolist(),  # (L, nh, S)
-                top_k=[(piece(int(i)), math.exp(float(lp))) for lp, i in zip(top_logp, top_ids)],
-                chosen=piece(chosen),
-                chosen_prob=math.exp(float(best_logp[0])),
-            )
-        )
-        if chosen == model.eos_id:
-            stopped_by = "eos"
-            break
-        ids.append(chosen)
+    chosen: list[int] = []
+    with eval_mode(model):  # dropout off, as in translate; the caller's mode comes back after
+        for step in greedy_steps(model, src, src_mask, limits, opts.min_len):
+            steps.append(_record(step, piece, top_k))
+            chosen.append(int(step.chosen[0]))
+    ended = chosen[-1] == model.eos_id  # <eos> can only be the last choice: it ends the loop
+    ids = chosen[:-1] if ended else chosen
+    lhw = steps[-1].layer_head_weights  # (L, nh, S)
     return Trace(
-        src_tokens=src_tokens,
+        src_tokens=pieces[0],
         steps=steps,
         output_tokens=[tgt_tok.id_to_piece(i) for i in ids],
         output_text=tgt_tok.decode(ids),
-        stopped_by=stopped_by,
-        layers=layers,
-        heads=heads,
+        stopped_by="eos" if ended else "length_limit",
+        layers=len(lhw),
+        heads=len(lhw[0]),
         output_ids=ids,
-        max_len=limit,
+        max_len=limits[0],
         source_text=text,
+    )
+
+
+def _record(step: GreedyStep, piece: Callable[[int], str], top_k: int) -> Step:
+    """One greedy step of a single sentence (row 0) as the trace shows it."""
+    attn = step.attention
+    top_logp, top_ids = step.logp[0].float().topk(min(top_k, step.logp.size(-1)))  # (k,), (k,)
+    return Step(
+        index=step.t + 1,
+        input_token=piece(int(step.input_ids[0])),
+        scores=_finite(attn.scores[0, -1].float().mean(0).tolist()),  # (S,)
+        weights=attn.headline()[0].float().tolist(),  # (S,)
+        layer_head_weights=attn.weights[0].float().tolist(),  # (L, nh, S)
+        top_k=[(piece(int(i)), math.exp(float(lp))) for lp, i in zip(top_logp, top_ids)],
+        chosen=piece(int(step.chosen[0])),
+        chosen_prob=math.exp(float(step.chosen_logp[0])),
     )
 
 

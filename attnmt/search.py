@@ -1,27 +1,35 @@
 """Batched greedy and beam search over the model interface only.
 
 Pipeline position: ``model.encode`` -> **search** (repeated ``model.decode_step``) -> ids.
+``Translator`` calls ``greedy_search`` / ``beam_search``; ``explain`` walks the same greedy
+step loop, :func:`greedy_steps`, one step at a time, so a trace always equals beam-1 output.
 
 Search never asks which architecture it holds: it calls ``encode``, ``init_state`` and
-``decode_step``, and reorders whatever state the model returns with ``select_batch``.
+``decode_step`` (the contract in :mod:`attnmt.interface`), and reorders whatever state the
+model returns with ``select_batch``.
 
 Termination: each hypothesis ends at ``<eos>``. Every sentence also has an output limit of
-``a * source_length + b`` steps, so the loop ends even for a model that never emits ``<eos>``;
-a hypothesis cut by the limit is returned with ``finished=False``.
+``a * source_length + b`` steps (:func:`output_limits`, the one place it is computed), so the
+loop ends even for a model that never emits ``<eos>``; a hypothesis cut by the limit is
+returned with ``finished=False``.
 
 Scores: ``logprob`` is the sum of token log-probabilities (``<eos>`` included); ``score`` divides
 it by the GNMT length penalty ((5 + n) / 6) ** alpha (Wu et al. 2016, section 7), where n counts
-the output steps, ``<eos>`` included. Shapes: B batch, K beam, S source, V vocab.
+the output steps, ``<eos>`` included. Shapes: B batch, K beam, S source, V vocab, n live
+sentences (or rows).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from attnmt.interface import Seq2Seq, select_batch
+from attnmt.interface import Seq2Seq, StepAttention, select_batch
+
+NEG_INF = float("-inf")
 
 
 @dataclass
@@ -34,20 +42,84 @@ class Candidate:
 
 
 def max_output_len(src_len: int, a: float, b: int) -> int:
-    """Output steps allowed for a source of ``src_len`` tokens (at least 1)."""
+    """Output steps allowed for a source of ``src_len`` tokens, its <eos> counted (at least 1)."""
     return max(1, int(a * src_len + b))
+
+
+def output_limits(src_mask: Tensor, a: float, b: int) -> list[int]:
+    """Each sentence's output step limit, from its real source tokens (<eos> included).
+
+    src_mask (B, S) bool, True = real token -> B limits. Every engine uses this one rule."""
+    return [max_output_len(n, a, b) for n in src_mask.sum(1).tolist()]
 
 
 def length_penalty(steps: int, alpha: float) -> float:
     return ((5.0 + steps) / 6.0) ** alpha
 
 
-def forbid_early_eos(logp: Tensor, t: int, min_len: int, eos_id: int) -> None:
-    """``decode.min_len``: at output steps t < min_len, <eos> gets log-prob -inf (in place).
+def forbid_early_eos(logp: Tensor, t: int, min_len: int, eos_id: int) -> Tensor:
+    """``decode.min_len``: at output steps t < min_len, <eos> gets log-prob -inf.
 
-    The other tokens keep their log-probs (no renormalising), as in fairseq and OpenNMT-py."""
-    if t < min_len:
-        logp[:, eos_id] = float("-inf")
+    The other tokens keep their log-probs (no renormalising), as in fairseq and OpenNMT-py.
+    Returns a new tensor; ``logp`` is left as the model gave it."""
+    if t >= min_len:
+        return logp
+    is_eos = torch.arange(logp.size(-1), device=logp.device) == eos_id  # (V,)
+    return logp.masked_fill(is_eos, NEG_INF)  # (n, V)
+
+
+# ---------------------------------------------------------------------------------------------
+# Greedy: one step loop, consumed by greedy_search (a batch) and explain (one sentence).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GreedyStep:
+    """What one greedy step saw and chose, for the n sentences still decoding."""
+
+    t: int  # 0-based output step
+    alive: Tensor  # (n,) original sentence of each row, on CPU
+    input_ids: Tensor  # (n,) token each row read (<bos> first, then its previous choice), CPU
+    logp: Tensor  # (n, V) next-token log-probs (<eos> forbidden before min_len)
+    chosen: Tensor  # (n,) the most probable token, on CPU
+    chosen_logp: Tensor  # (n,) its log-prob (float32, CPU)
+    attention: StepAttention  # (n, L, nh, S)
+    done: Tensor  # (n,) bool on CPU: the row ends here (<eos> or its length limit)
+
+
+@torch.inference_mode()
+def greedy_steps(
+    model: Seq2Seq, src: Tensor, src_mask: Tensor, limits: list[int], min_len: int = 0
+) -> Iterator[GreedyStep]:
+    """Greedy decoding as a stream of steps; ends when every sentence is done.
+
+    A sentence leaves the batch after the step it ends on, so later steps compute only for the
+    sentences still going (its encoding and decoder state rows are dropped with select_batch).
+    ``limits``: output steps per sentence (:func:`output_limits`). ``min_len``: <eos> cannot be
+    chosen before that many tokens (the length limit still wins).
+    """
+    B = src.size(0)
+    enc = model.encode(src, src_mask)
+    state = model.init_state(enc)
+    y = torch.full((B,), model.bos_id, dtype=torch.long, device=src.device)  # (B,)
+    y_cpu = torch.full((B,), model.bos_id, dtype=torch.long)  # (B,)
+    limit = torch.tensor(limits)  # (B,)
+    alive = torch.arange(B)  # (n,)
+    for t in range(max(limits)):
+        logp, state, attn = model.decode_step(y, state, enc)  # (n, V)
+        logp = forbid_early_eos(logp, t, min_len, model.eos_id)
+        best_logp, best = logp.max(dim=-1)  # (n,), (n,)
+        best_cpu = best.cpu()
+        done = (best_cpu == model.eos_id) | (t + 1 >= limit[alive])  # (n,)
+        yield GreedyStep(t, alive, y_cpu, logp, best_cpu, best_logp.float().cpu(), attn, done)
+        if bool(done.all()):
+            return
+        y, y_cpu = best, best_cpu
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)  # (n',) live rows that go on
+            alive, y_cpu = alive[keep], y_cpu[keep]
+            keep = keep.to(src.device)
+            y, state, enc = y[keep], select_batch(state, keep), select_batch(enc, keep)
 
 
 @torch.inference_mode()
@@ -61,56 +133,62 @@ def greedy_search(
 ) -> list[list[Candidate]]:
     """Pick the most probable next token at every step, for a whole batch at once.
 
-    A sentence leaves the batch as soon as it ends, so later steps compute only for the
-    sentences still going (its encoding and decoder state rows are dropped with select_batch).
-    ``min_len``: <eos> cannot be chosen before that many tokens (the length limit still wins).
-    """
+    Collects each sentence's choices from :func:`greedy_steps` (which says when a sentence stops
+    and what ``min_len`` does) into one candidate per sentence."""
     B, S = src.shape
-    src_lens = src_mask.sum(1).tolist()
-    limits = torch.tensor([max_output_len(n, max_len_a, max_len_b) for n in src_lens])
-    T = int(limits.max())
-    enc = model.encode(src, src_mask)
-    state = model.init_state(enc)
-    y = torch.full((B,), model.bos_id, dtype=torch.long, device=src.device)
-    # Outputs by original sentence; rows never written stay <eos> (only read past an <eos>).
+    limits = output_limits(src_mask, max_len_a, max_len_b)
+    T = max(limits)
+    # Outputs by original sentence; cells never written stay <eos> (only read past an <eos>).
     toks = torch.full((B, T), model.eos_id, dtype=torch.long)  # (B, T)
     lps = torch.zeros(B, T)  # (B, T)
     att = torch.zeros(B, T, S)  # (B, T, S)
-    alive = torch.arange(B)  # (n,) original sentence of each live row
-    for t in range(T):
-        logp, state, attn = model.decode_step(y, state, enc)  # (n, V)
-        forbid_early_eos(logp, t, min_len, model.eos_id)
-        best_logp, y = logp.max(dim=-1)  # (n,), (n,)
-        y_cpu = y.cpu()
-        toks[alive, t] = y_cpu
-        lps[alive, t] = best_logp.float().cpu()
-        att[alive, t] = attn.headline().float().cpu()  # (n, S)
-        done = (y_cpu == model.eos_id) | (t + 1 >= limits[alive])  # (n,)
-        if bool(done.all()):
-            break
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)  # (n',) live rows that go on
-            alive = alive[keep]
-            keep = keep.to(src.device)
-            y, state, enc = y[keep], select_batch(state, keep), select_batch(enc, keep)
-    results = []
-    for b in range(B):
-        row = toks[b, : int(limits[b])].tolist()
-        finished = model.eos_id in row
-        steps = row.index(model.eos_id) + 1 if finished else len(row)
-        logprob = float(lps[b, :steps].sum())
-        results.append(
-            [
-                Candidate(
-                    ids=row[: steps - 1] if finished else row,
-                    score=logprob,  # greedy has one hypothesis: nothing to normalise against
-                    logprob=logprob,
-                    attention=att[b, :steps, : src_lens[b]],
-                    finished=finished,
-                )
-            ]
-        )
-    return results
+    for step in greedy_steps(model, src, src_mask, limits, min_len):
+        toks[step.alive, step.t] = step.chosen
+        lps[step.alive, step.t] = step.chosen_logp
+        att[step.alive, step.t] = step.attention.headline().float().cpu()  # (n, S)
+    src_lens = src_mask.sum(1).tolist()
+    return [
+        [_greedy_candidate(toks[b, : limits[b]].tolist(), lps[b], att[b, :, : src_lens[b]], model)]
+        for b in range(B)
+    ]
+
+
+def _greedy_candidate(row: list[int], lps: Tensor, att: Tensor, model: Seq2Seq) -> Candidate:
+    """One sentence's output: ``row`` its tokens up to its limit, lps (T,), att (T, S)."""
+    finished = model.eos_id in row
+    steps = row.index(model.eos_id) + 1 if finished else len(row)
+    logprob = float(lps[:steps].sum())
+    return Candidate(
+        ids=row[: steps - 1] if finished else row,
+        score=logprob,  # greedy has one hypothesis: nothing to normalise against
+        logprob=logprob,
+        attention=att[:steps],  # (steps, S)
+        finished=finished,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam search: the loop in beam_search, its parts below it.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Beams:
+    """The live hypotheses: K rows per live sentence (row g*K + k is beam k of sentence g)."""
+
+    alive: list[int]  # (n,) original sentence of each live sentence g
+    scores: Tensor  # (n, K) total log-prob per beam; -inf for a beam not in use
+    tokens: Tensor  # (n*K, t) output ids so far
+    attention: Tensor  # (n*K, t, S) headline attention so far, on CPU
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The 2K best one-token extensions of each live sentence, best first."""
+
+    scores: Tensor  # (n, 2K) total log-prob
+    origin: Tensor  # (n, 2K) the beam k each one extends
+    tokens: Tensor  # (n, 2K) the token it appends
 
 
 @torch.inference_mode()
@@ -134,103 +212,164 @@ def beam_search(
     as soon as its best candidate ends (and ``n_best`` have ended), as OpenNMT-py and JoeyNMT do:
     fewer steps, but a longer hypothesis the length penalty would have ranked first can be missed.
     ``min_len``: no hypothesis ends with <eos> before that many tokens.
-    Shapes: n live sentences, rows n*K (row g*K + k is beam k of live sentence g).
     """
     if beam < 1 or n_best < 1 or n_best > beam:
         raise ValueError(f"need 1 <= n_best <= beam, got beam={beam} n_best={n_best}")
-    B, K, dev = src.size(0), beam, src.device
+    B, K, dev, alpha, eos = src.size(0), beam, src.device, length_penalty_alpha, model.eos_id
+    limits = output_limits(src_mask, max_len_a, max_len_b)
     src_lens = src_mask.sum(1).tolist()
-    limits = [max_output_len(n, max_len_a, max_len_b) for n in src_lens]
     enc = model.encode(src, src_mask)
     # Every sentence gets K copies of its encoding.
     enc = select_batch(enc, torch.arange(B, device=dev).repeat_interleave(K))  # (B*K, ...)
     state = model.init_state(enc)
-    y = torch.full((B * K,), model.bos_id, dtype=torch.long, device=dev)
-    # Only beam 0 is live at the start, so the first step does not pick K copies of one token.
-    beam_scores = torch.full((B, K), float("-inf"), device=dev)
-    beam_scores[:, 0] = 0.0
-    history = torch.empty(B * K, 0, dtype=torch.long, device=dev)  # (n*K, t) tokens so far
-    attn_hist = torch.empty(B * K, 0, src.size(1))  # (n*K, t, S) on CPU
+    beams = _first_beams(B, K, src.size(1), dev)
+    bos = torch.full((B * K,), model.bos_id, dtype=torch.long, device=dev)  # (B*K,)
     finished: list[list[Candidate]] = [[] for _ in range(B)]
-    alive = list(range(B))  # original sentence of each live sentence g
-    offsets = torch.arange(K, device=dev)  # (K,)
-
-    def add(b: int, row: int, logprob: float, steps: int, attn: Tensor, ended: bool) -> None:
-        finished[b].append(
-            Candidate(
-                ids=history[row].tolist(),
-                score=logprob / length_penalty(steps, length_penalty_alpha),
-                logprob=logprob,
-                attention=attn[:, : src_lens[b]],
-                finished=ended,
-            )
-        )
-
     for t in range(max(limits)):
-        n = len(alive)
+        y = beams.tokens[:, -1] if t else bos  # (n*K,)
         logp, state, attn = model.decode_step(y, state, enc)  # (n*K, V)
-        forbid_early_eos(logp, t, min_len, model.eos_id)
-        V = logp.size(-1)
-        step_attn = attn.headline().float().cpu().unsqueeze(1)  # (n*K, 1, S)
-        # 2K candidates per sentence: even if K of them end in <eos>, K can still continue.
-        # A beam's score is added to all V of its extensions alike, so each of the sentence's 2K
-        # best is among the 2K best of its own beam: pick those per beam row first, then rank
-        # K * 2K sums instead of adding the score to all K * V log-probs.
-        per_row = min(2 * K, V)
-        row_lp, row_tok = logp.topk(per_row, dim=-1)  # (n*K, per_row)
-        cand = beam_scores.unsqueeze(-1) + row_lp.view(n, K, per_row)  # (n, K, per_row)
-        top_scores, top_pos = cand.view(n, K * per_row).topk(2 * K, dim=-1)  # (n, 2K)
-        origin = torch.div(top_pos, per_row, rounding_mode="floor")  # (n, 2K) which beam it extends
-        tok = row_tok.view(n, K * per_row).gather(1, top_pos)  # (n, 2K)
-        is_eos = tok == model.eos_id
-
-        # Hypotheses that end here: <eos> among the K best candidates (of a live beam).
-        ends = is_eos[:, :K] & (top_scores[:, :K] > float("-inf"))  # (n, K)
-        if bool(ends.any()):
-            for g, j in ends.nonzero().tolist():
-                b = alive[g]
-                if len(finished[b]) < K:
-                    row = g * K + int(origin[g, j])
-                    hist = torch.cat([attn_hist[row], step_attn[row]], 0)  # (t+1, S)
-                    add(b, row, float(top_scores[g, j]), t + 1, hist, True)
-
-        # The K best candidates that do not end continue (a stable sort puts non-<eos> first).
-        keep = torch.sort(is_eos.to(torch.int8), dim=-1, stable=True).indices[:, :K]  # (n, K)
-        beam_scores = top_scores.gather(1, keep)  # (n, K)
-        first = torch.arange(n, device=dev)[:, None] * K  # (n, 1) each sentence's first row
-        rows = (first + origin.gather(1, keep)).view(-1)  # (n*K,) rows they extend
-        y = tok.gather(1, keep).view(-1)  # (n*K,)
-        history = torch.cat([history.index_select(0, rows), y.unsqueeze(1)], 1)  # (n*K, t+1)
-        rows_cpu = rows.cpu()
-        attn_hist = torch.cat([attn_hist.index_select(0, rows_cpu), step_attn[rows_cpu]], 1)
-
-        # Sentences with K ended hypotheses (or early_stop: whose best candidate ended), or at
-        # their length limit, leave the batch.
-        top_ended = is_eos[:, 0].tolist() if early_stop else [False] * n
-        going = []
-        for g, b in enumerate(alive):
-            if len(finished[b]) >= K or (top_ended[g] and len(finished[b]) >= n_best):
-                continue
-            if t + 1 >= limits[b]:
-                # Length limit: the live hypotheses are returned unfinished, never dropped.
-                for k, logprob in enumerate(beam_scores[g].tolist()):
-                    if logprob > float("-inf"):
-                        row = g * K + k
-                        add(b, row, logprob, t + 1, attn_hist[row], False)
-                continue
-            going.append(g)
+        logp = forbid_early_eos(logp, t, min_len, eos)
+        step_attn = attn.headline().float().cpu().unsqueeze(1)  # (n*K, 1, S) on CPU
+        ranked = _rank_candidates(logp, beams.scores)
+        for g, row, logprob in _ended_here(ranked, _ended_counts(beams, finished), eos):
+            b = beams.alive[g]
+            att = torch.cat([beams.attention[row], step_attn[row]], 0)  # (t+1, S)
+            finished[b].append(_hypothesis(beams.tokens[row], logprob, att, src_lens[b], alpha))
+        n = len(beams.alive)
+        top_ended = (ranked.tokens[:, 0] == eos).tolist() if early_stop else [False] * n
+        beams, rows = _extend(beams, ranked, step_attn, eos)
+        n_ended = _ended_counts(beams, finished)
+        going, cut = _who_goes_on(beams, n_ended, top_ended, t, limits, n_best)
+        for g in cut:  # length limit: the live hypotheses are returned unfinished, never dropped
+            b = beams.alive[g]
+            finished[b] += _unfinished(beams, g, src_lens[b], alpha)
         if not going:
             break
         if len(going) < n:
-            g_idx = torch.tensor(going, device=dev)  # (n',)
-            sel = (g_idx[:, None] * K + offsets[None, :]).view(-1)  # (n'*K,) their rows
-            alive = [alive[g] for g in going]
-            beam_scores = beam_scores.index_select(0, g_idx)
-            y, history = y.index_select(0, sel), history.index_select(0, sel)
-            attn_hist = attn_hist.index_select(0, sel.cpu())
-            enc = select_batch(enc, sel)  # the K copies of a sentence are identical
-            rows = rows.index_select(0, sel)
+            beams, sel = _drop_sentences(beams, going)
+            enc, rows = select_batch(enc, sel), rows.index_select(0, sel)  # K alike copies each
         # One reorder of the decoder state: follow the surviving beams of the live sentences.
         state = select_batch(state, rows)
-
     return [sorted(f, key=lambda c: -c.score)[:n_best] for f in finished]
+
+
+def _first_beams(B: int, K: int, S: int, device: torch.device) -> Beams:
+    """K empty hypotheses per sentence, of which only beam 0 is live at the start, so the first
+    step does not pick K copies of one token."""
+    scores = torch.full((B, K), NEG_INF, device=device)  # (B, K)
+    scores[:, 0] = 0.0
+    return Beams(
+        alive=list(range(B)),
+        scores=scores,
+        tokens=torch.empty(B * K, 0, dtype=torch.long, device=device),  # (B*K, 0)
+        attention=torch.empty(B * K, 0, S),  # (B*K, 0, S)
+    )
+
+
+def _rank_candidates(logp: Tensor, scores: Tensor) -> Ranked:
+    """The 2K best extensions per sentence: even if K of them end in <eos>, K can still continue.
+
+    logp (n*K, V) next-token log-probs; scores (n, K) each beam's total so far. A beam's score is
+    added to all V of its extensions alike, so each of the sentence's 2K best is among the 2K
+    best of its own beam: pick those per beam row first, then rank K * 2K sums instead of adding
+    the score to all K * V log-probs.
+    """
+    n, K = scores.shape
+    per_row = min(2 * K, logp.size(-1))
+    row_lp, row_tok = logp.topk(per_row, dim=-1)  # (n*K, per_row)
+    cand = scores.unsqueeze(-1) + row_lp.view(n, K, per_row)  # (n, K, per_row)
+    top_scores, top_pos = cand.view(n, K * per_row).topk(2 * K, dim=-1)  # (n, 2K)
+    origin = torch.div(top_pos, per_row, rounding_mode="floor")  # (n, 2K) which beam it extends
+    tokens = row_tok.view(n, K * per_row).gather(1, top_pos)  # (n, 2K)
+    return Ranked(scores=top_scores, origin=origin, tokens=tokens)
+
+
+def _ended_counts(beams: Beams, finished: list[list[Candidate]]) -> list[int]:
+    """(n,) how many hypotheses each live sentence has ended so far."""
+    return [len(finished[b]) for b in beams.alive]
+
+
+def _ended_here(ranked: Ranked, n_ended: list[int], eos_id: int) -> list[tuple[int, int, float]]:
+    """Hypotheses that end at this step: <eos> among a sentence's K best candidates (of a live
+    beam), while it has fewer than K ended. Returns (sentence g, row it extends, logprob)."""
+    K = ranked.scores.size(1) // 2
+    ends = (ranked.tokens[:, :K] == eos_id) & (ranked.scores[:, :K] > NEG_INF)  # (n, K)
+    if not bool(ends.any()):
+        return []
+    room = [K - n for n in n_ended]  # (n,)
+    found = []
+    for g, j in ends.nonzero().tolist():
+        if room[g] > 0:
+            room[g] -= 1
+            found.append((g, g * K + int(ranked.origin[g, j]), float(ranked.scores[g, j])))
+    return found
+
+
+def _hypothesis(
+    tokens: Tensor, logprob: float, attn: Tensor, src_len: int, alpha: float, ended: bool = True
+) -> Candidate:
+    """A returned hypothesis: tokens (t,) without <eos>, attn (steps, S) one row per step."""
+    return Candidate(
+        ids=tokens.tolist(),
+        score=logprob / length_penalty(attn.size(0), alpha),
+        logprob=logprob,
+        attention=attn[:, :src_len],  # (steps, src_len)
+        finished=ended,
+    )
+
+
+def _extend(beams: Beams, ranked: Ranked, step_attn: Tensor, eos_id: int) -> tuple[Beams, Tensor]:
+    """The K best candidates that do not end continue (a stable sort puts non-<eos> first).
+
+    step_attn (n*K, 1, S). Returns the new beams and rows (n*K,): the old row each new row
+    extends, by which the decoder state is reordered.
+    """
+    n, K = beams.scores.shape
+    is_eos = ranked.tokens == eos_id  # (n, 2K)
+    keep = torch.sort(is_eos.to(torch.int8), dim=-1, stable=True).indices[:, :K]  # (n, K)
+    first = torch.arange(n, device=keep.device)[:, None] * K  # (n, 1) each sentence's first row
+    rows = (first + ranked.origin.gather(1, keep)).view(-1)  # (n*K,) rows they extend
+    y = ranked.tokens.gather(1, keep).view(-1)  # (n*K,)
+    tokens = torch.cat([beams.tokens.index_select(0, rows), y.unsqueeze(1)], 1)  # (n*K, t+1)
+    rows_cpu = rows.cpu()
+    attention = torch.cat([beams.attention.index_select(0, rows_cpu), step_attn[rows_cpu]], 1)
+    return Beams(beams.alive, ranked.scores.gather(1, keep), tokens, attention), rows
+
+
+def _who_goes_on(
+    beams: Beams, n_ended: list[int], top_ended: list[bool], t: int, limits: list[int], n_best: int
+) -> tuple[list[int], list[int]]:
+    """Split the live sentences g into those that search on and those cut by their length limit
+    at this step. Neither holds a sentence with K ended hypotheses, nor (early_stop's
+    ``top_ended``) one whose best candidate just ended once it has ``n_best`` ended."""
+    K = beams.scores.size(1)
+    going, cut = [], []
+    for g, b in enumerate(beams.alive):
+        if n_ended[g] >= K or (top_ended[g] and n_ended[g] >= n_best):
+            continue
+        (cut if t + 1 >= limits[b] else going).append(g)
+    return going, cut
+
+
+def _unfinished(beams: Beams, g: int, src_len: int, alpha: float) -> list[Candidate]:
+    """Sentence g's hypotheses in use, returned unfinished (a beam stays -inf until filled)."""
+    K = beams.scores.size(1)
+    return [
+        _hypothesis(beams.tokens[g * K + k], lp, beams.attention[g * K + k], src_len, alpha, False)
+        for k, lp in enumerate(beams.scores[g].tolist())
+        if lp > NEG_INF
+    ]
+
+
+def _drop_sentences(beams: Beams, going: list[int]) -> tuple[Beams, Tensor]:
+    """Keep only the live sentences ``going``; returns their beams and their rows sel (n'*K,)."""
+    K, dev = beams.scores.size(1), beams.scores.device
+    g_idx = torch.tensor(going, device=dev)  # (n',)
+    sel = (g_idx[:, None] * K + torch.arange(K, device=dev)[None, :]).view(-1)  # (n'*K,)
+    kept = Beams(
+        alive=[beams.alive[g] for g in going],
+        scores=beams.scores.index_select(0, g_idx),  # (n', K)
+        tokens=beams.tokens.index_select(0, sel),  # (n'*K, t)
+        attention=beams.attention.index_select(0, sel.cpu()),  # (n'*K, t, S)
+    )
+    return kept, sel

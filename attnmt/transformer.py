@@ -18,11 +18,13 @@ Paper map:
 Shapes: B batch, S source length, T target length (t: steps decoded so far), H = d_model,
 V vocabulary, L layers, nh heads, hs = H / nh head size.
 
-Incremental decoding: ``decode_step`` feeds one token. The state caches every decoder layer's
-self-attention keys/values for the prefix, so a step costs O(t), not O(t^2). The cross-attention
-keys/values of the encoder memory are projected once, in ``encode``, and travel with the encoder
-output: they are the same for every hypothesis of a sentence, so beam search's per-step reorder
-of the state never copies them. Every cached tensor has batch on dim 0 for ``select_batch``.
+Incremental decoding: ``decode_step`` feeds one token through ``DecoderLayer.step`` per layer,
+the same sublayers in the same order as ``DecoderLayer.forward``. The state caches every
+decoder layer's self-attention keys/values for the prefix, so a step costs O(t), not O(t^2). The
+cross-attention keys/values of the encoder memory are projected once, in ``encode``, and travel
+with the encoder output: they are the same for every hypothesis of a sentence, so beam search's
+per-step reorder of the state never copies them. Every cached tensor has batch on dim 0 for
+``select_batch``.
 """
 
 from __future__ import annotations
@@ -153,7 +155,16 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm: causal self-attention, cross-attention to the memory, FFN; residual each."""
+    """Pre-norm, three sublayers, each ``x = x + Dropout(sublayer(LN(x)))``, in this order:
+
+    1. causal self-attention over the target prefix,
+    2. cross-attention to the encoder memory,
+    3. the position-wise FFN.
+
+    ``forward`` runs them for all T positions at once (teacher forcing); ``step`` for one new
+    position against the keys/values cached for the prefix (incremental decoding). The two read
+    alike, sublayer for sublayer, and give the same outputs (tested per layer and per model).
+    """
 
     def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float):
         super().__init__()
@@ -166,13 +177,38 @@ class DecoderLayer(nn.Module):
         self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
-        """Teacher forcing over all T positions at once: x (B, T, H) -> (B, T, H)."""
+        """Teacher forcing: x (B, T, H), memory (B, S, H), mem_mask (B, 1, 1, S) -> (B, T, H)."""
         h = self.ln1(x)
+        k, v = self.self_attn.keys_values(h)  # (B, nh, T, hs) each
         # Causal only: padding sits after <eos>, so real positions never see it.
-        x = x + self.drop(self.self_attn(h, *self.self_attn.keys_values(h), causal=True))
+        x = x + self.drop(self.self_attn(h, k, v, causal=True))
         k, v = self.cross_attn.keys_values(memory)  # (B, nh, S, hs) each
         x = x + self.drop(self.cross_attn(self.ln2(x), k, v, mask=mem_mask))
         return x + self.drop(self.ff(self.ln3(x)))  # (B, T, H)
+
+    def step(
+        self,
+        x: Tensor,
+        cache: tuple[Tensor, Tensor],
+        cross: tuple[Tensor, Tensor],
+        mem_mask: Tensor,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """One new position: x (B, 1, H) after the t cached ones -> (B, 1, H).
+
+        cache: the prefix's self-attention keys, values (B, nh, t, hs); cross: the memory's
+        cross-attention keys, values (B, nh, S, hs), projected once per sentence in ``encode``.
+        Returns the output, the cache grown to t+1, and the cross-attention weights and scores
+        (B, nh, S) each, which the step must report (hence ``explicit``, not the fused kernel).
+        """
+        h = self.ln1(x)
+        k, v = self.self_attn.keys_values(h)  # (B, nh, 1, hs) each
+        k = torch.cat([cache[0], k], dim=2)  # (B, nh, t+1, hs)
+        v = torch.cat([cache[1], v], dim=2)  # (B, nh, t+1, hs)
+        # The newest token may see the whole prefix: causality needs no mask here.
+        x = x + self.drop(self.self_attn(h, k, v))
+        out, weights, scores = self.cross_attn.explicit(self.ln2(x), *cross, mem_mask)
+        x = x + self.drop(out)  # (B, 1, H)
+        return x + self.drop(self.ff(self.ln3(x))), (k, v), (weights, scores)
 
 
 @dataclass
@@ -291,19 +327,10 @@ class TransformerSeq2Seq(Seq2Seq):
         x = self.embed(self.tgt_emb, y_prev[:, None], start=state.step)  # (B, 1, H)
         self_k, self_v, weights, scores = [], [], [], []
         for i, layer in enumerate(self.dec_layers):
-            h = layer.ln1(x)
-            k, v = layer.self_attn.keys_values(h)  # (B, nh, 1, hs) each
-            k = torch.cat([state.self_k[i], k], dim=2)  # (B, nh, t+1, hs)
-            v = torch.cat([state.self_v[i], v], dim=2)  # (B, nh, t+1, hs)
+            cache, cross = (state.self_k[i], state.self_v[i]), (enc.extra.k[i], enc.extra.v[i])
+            x, (k, v), (w, s) = layer.step(x, cache, cross, mem_mask)  # (B, 1, H)
             self_k.append(k)
             self_v.append(v)
-            # The newest token may see the whole prefix: causality needs no mask here.
-            x = x + layer.drop(layer.self_attn(h, k, v))
-            out, w, s = layer.cross_attn.explicit(
-                layer.ln2(x), enc.extra.k[i], enc.extra.v[i], mem_mask
-            )  # (B, 1, H), (B, nh, S), (B, nh, S)
-            x = x + layer.drop(out)
-            x = x + layer.drop(layer.ff(layer.ln3(x)))  # (B, 1, H)
             weights.append(w)
             scores.append(s)
         logits = self.out(self.dec_ln(x[:, 0]))  # (B, V)

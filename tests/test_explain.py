@@ -12,8 +12,9 @@ from attnmt.checkpoint import build_model
 from attnmt.config import Config
 from attnmt.data import make_batch
 from attnmt.explain import explain, plot_attention, render_table
+from attnmt.search import max_output_len
 from attnmt.tokenizer import WordTokenizer
-from attnmt.translate import Translator
+from attnmt.translate import Hypothesis, TorchEngine, Translator
 from tests.conftest import EosBiased
 
 PAIRS = [
@@ -27,13 +28,13 @@ PAIRS = [
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def make_translator(arch: str = "lstm", train_steps: int = 60) -> Translator:
+def make_translator(arch: str = "lstm", train_steps: int = 60, dropout: float = 0.0) -> Translator:
     """A tiny real model, briefly overfit on PAIRS so it emits <eos> and has some structure."""
     torch.manual_seed(0)
     cfg = Config()
     cfg.model.arch = arch
     cfg.model.emb_dim = cfg.model.hidden = 32
-    cfg.model.ff_dim, cfg.model.heads, cfg.model.dropout = 64, 2, 0.0
+    cfg.model.ff_dim, cfg.model.heads, cfg.model.dropout = 64, 2, dropout
     cfg.model.layers = 2 if arch == "transformer" else 1
     src_tok = WordTokenizer.train([s for s, _ in PAIRS], 100)
     tgt_tok = WordTokenizer.train([t for _, t in PAIRS], 100)
@@ -48,7 +49,12 @@ def make_translator(arch: str = "lstm", train_steps: int = 60) -> Translator:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return Translator(model, src_tok, tgt_tok, cfg)
+    return Translator(TorchEngine(model), src_tok, tgt_tok, cfg)  # left in training mode
+
+
+def greedy(translator: Translator, text: str, with_attention: bool = False) -> Hypothesis:
+    """translate(beam=1): what explain's trace must equal."""
+    return translator.with_options(beam=1).translate([text], with_attention=with_attention)[0][0]
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +70,14 @@ def test_empty_text_is_rejected(translator):
 @pytest.mark.parametrize("text", ["Let's go.", "Run!", "I see.", "unknown words here"])
 def test_trace_equals_greedy_translation(translator, text):
     trace = explain(translator, text)
-    hyp = translator.translate([text], beam=1)[0][0]
+    hyp = greedy(translator, text)
     assert trace.output_ids == hyp.ids
     assert trace.output_tokens == hyp.tokens
     assert trace.output_text == hyp.text
     assert trace.src_tokens == hyp.src_tokens
     assert (trace.stopped_by == "eos") == hyp.finished
     # The headline attention rows are the ones translate reports.
-    full = translator.translate([text], beam=1, with_attention=True)[0][0]
+    full = greedy(translator, text, with_attention=True)
     assert torch.allclose(
         torch.tensor([s.weights for s in trace.steps]), torch.tensor(full.attention)
     )
@@ -116,35 +122,37 @@ def test_top_k_sorted_probabilities(translator):
 
 
 def test_min_len_trace_equals_greedy_translation(translator):
-    import copy
-
-    tr = Translator(translator.model, translator.src_tok, translator.tgt_tok,
-                    copy.deepcopy(translator.cfg))  # fmt: skip
-    tr.cfg.decode.min_len = 6
+    tr = translator.with_options(min_len=6)
     trace = explain(tr, "Let's go.")
     assert len(trace.output_ids) >= 6
     assert "<eos>" not in [s.chosen for s in trace.steps[:6]]
-    assert trace.output_ids == tr.translate(["Let's go."], beam=1)[0][0].ids
+    assert trace.output_ids == greedy(tr, "Let's go.").ids
 
 
-def test_length_limit(translator):
-    from attnmt.search import max_output_len
-
-    stuck = Translator(
-        EosBiased(translator.model, -math.inf),
-        translator.src_tok,
-        translator.tgt_tok,
-        translator.cfg,
-    )
+@pytest.mark.parametrize("a, b", [(1.5, 10), (0.0, 3), (1.0, 0)])
+def test_length_limit(translator, a, b):
+    never_ends = TorchEngine(EosBiased(translator.model, -math.inf))
+    stuck = Translator(never_ends, translator.src_tok, translator.tgt_tok, translator.cfg)
+    stuck = stuck.with_options(max_len_a=a, max_len_b=b)
     trace = explain(stuck, "Let's go.")
-    dc = translator.cfg.decode
-    limit = max_output_len(len(trace.src_tokens), dc.max_len_a, dc.max_len_b)
+    limit = max_output_len(len(trace.src_tokens), a, b)  # src_tokens end with "<eos>"
     assert trace.stopped_by == "length_limit"
     assert trace.max_len == limit == len(trace.steps) == len(trace.output_ids)
     assert "<eos>" not in [s.chosen for s in trace.steps]
-    assert trace.output_ids == stuck.translate(["Let's go."], beam=1)[0][0].ids
+    assert trace.output_ids == greedy(stuck, "Let's go.").ids
     table = render_table(trace)
     assert f"Stopped: length limit of {limit} tokens reached before <eos>" in table
+
+
+def test_explain_decodes_without_dropout_and_keeps_the_mode():
+    """A model handed over in training mode (as training's own translator does) is traced with
+    dropout off, and is still in training mode afterwards."""
+    tr = make_translator(dropout=0.3)
+    assert tr.model.training
+    traces = [explain(tr, "Let's run.") for _ in range(3)]
+    assert tr.model.training
+    assert all(t.to_dict() == traces[0].to_dict() for t in traces)
+    assert traces[0].output_ids == greedy(tr, "Let's run.").ids
 
 
 def test_render_table_tells_each_step(translator):
@@ -182,13 +190,13 @@ def test_plot_attention_png_and_svg(translator, tmp_path):
     svg = plot_attention(trace.to_dict(), tmp_path / "sub" / "attn.svg")
     assert b"<svg" in svg.read_bytes()[:2000]
     # A Hypothesis with attention plots the same way; no temp files are left behind.
-    hyp = translator.translate(["Run!"], beam=3, with_attention=True)[0][0]
+    hyp = translator.with_options(beam=3).translate(["Run!"], with_attention=True)[0][0]
     assert plot_attention(hyp, tmp_path / "hyp.png").read_bytes()[:8] == PNG_MAGIC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attn.png", "hyp.png", "sub"]
     with pytest.raises(ValueError, match="png or .svg"):
         plot_attention(trace, tmp_path / "attn.jpg")
     with pytest.raises(ValueError, match="with_attention"):
-        plot_attention(translator.translate(["Run!"], beam=1)[0][0], tmp_path / "x.png")
+        plot_attention(greedy(translator, "Run!"), tmp_path / "x.png")
     with pytest.raises(ValueError, match="Trace"):
         plot_attention(hyp, tmp_path / "x.png", per_head=True)
 
@@ -197,14 +205,14 @@ def test_explain_from_checkpoint(tiny_run):
     tr = Translator.from_checkpoint(tiny_run)
     text = "We see the dog."
     trace = explain(tr, text)
-    assert trace.output_ids == tr.translate([text], beam=1)[0][0].ids
+    assert trace.output_ids == greedy(tr, text).ids
     assert trace.source_text == text and render_table(trace).startswith("Source tokens: ")
 
 
 def test_transformer_trace_per_layer_and_head(tmp_path):
     tr = make_translator("transformer", train_steps=20)
     trace = explain(tr, "Let's go.")
-    assert trace.output_ids == tr.translate(["Let's go."], beam=1)[0][0].ids
+    assert trace.output_ids == greedy(tr, "Let's go.").ids
     L, nh, S = tr.cfg.model.layers, tr.cfg.model.heads, len(trace.src_tokens)
     assert (trace.layers, trace.heads) == (L, nh)
     for step in trace.steps:

@@ -11,7 +11,16 @@ from torch import Tensor
 
 from attnmt.interface import EncoderOut, Seq2Seq, StepAttention
 from attnmt.rnn import RNNSeq2Seq
-from attnmt.search import beam_search, greedy_search, length_penalty, max_output_len
+from attnmt.search import (
+    _rank_candidates,
+    beam_search,
+    forbid_early_eos,
+    greedy_search,
+    greedy_steps,
+    length_penalty,
+    max_output_len,
+    output_limits,
+)
 from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tests.conftest import EosBiased
 
@@ -199,6 +208,71 @@ def test_max_output_len():
     assert max_output_len(10, 1.5, 10) == 25
     assert max_output_len(3, 0.5, 0) == 1
     assert max_output_len(0, 0.0, 0) == 1  # never zero steps
+
+
+def test_output_limits_count_each_real_source_token():
+    src, src_mask = sources(SRC)  # padded to the longest; each source ends with <eos>
+    lens = [len(s) + 1 for s in SRC]
+    assert output_limits(src_mask, 1.5, 4) == [max_output_len(n, 1.5, 4) for n in lens]
+    assert output_limits(src_mask, 0.0, 0) == [1] * len(SRC)
+    assert output_limits(src_mask[:1], 2.0, 1) == [2 * 8 + 1]
+
+
+def test_forbid_early_eos_leaves_its_input_alone():
+    logp = torch.log_softmax(torch.randn(3, V), -1)
+    before = logp.clone()
+    masked = forbid_early_eos(logp, 1, 2, EOS_ID)
+    assert torch.equal(logp, before)
+    assert torch.isneginf(masked[:, EOS_ID]).all()
+    others = torch.arange(V) != EOS_ID
+    assert torch.equal(masked[:, others], logp[:, others])
+    assert forbid_early_eos(logp, 2, 2, EOS_ID) is logp  # from min_len on: untouched
+
+
+def test_greedy_steps_is_greedy_search_step_by_step():
+    """The step loop explain consumes: each sentence's rows, read back in order, are exactly its
+    greedy output; a sentence leaves the batch after the step it ends on."""
+    model = make_model(4)
+    src, src_mask = sources(SRC)
+    limits = output_limits(src_mask, 1.5, 4)
+    found = greedy_search(model, src, src_mask, 1.5, 4)
+    chosen: dict[int, list[int]] = {b: [] for b in range(len(SRC))}
+    read: dict[int, list[int]] = {b: [] for b in range(len(SRC))}
+    seen_alive = []
+    for step in greedy_steps(model, src, src_mask, limits):
+        n = len(step.alive)
+        assert step.logp.shape == (n, V) and step.attention.weights.shape[0] == n
+        assert step.chosen.shape == step.chosen_logp.shape == step.done.shape == (n,)
+        assert torch.equal(step.chosen, step.logp.argmax(-1).cpu())
+        seen_alive.append(step.alive.tolist())
+        for row, b in enumerate(step.alive.tolist()):
+            chosen[b].append(int(step.chosen[row]))
+            read[b].append(int(step.input_ids[row]))
+            ends = chosen[b][-1] == EOS_ID or len(chosen[b]) == limits[b]
+            assert bool(step.done[row]) == ends
+    for b, cands in enumerate(found):
+        c = cands[0]
+        assert chosen[b] == (c.ids + [EOS_ID] if c.finished else c.ids)
+        assert read[b] == [BOS_ID] + chosen[b][:-1]  # each step reads the previous choice
+    # Sentences only ever leave, and each step's rows are in original order.
+    for before, after in zip(seen_alive, seen_alive[1:]):
+        assert set(after) < set(before) or after == before
+        assert after == sorted(after)
+    assert len(seen_alive) == max(len(chosen[b]) for b in chosen)
+
+
+def test_ranking_the_2k_candidates_equals_ranking_all_k_times_v():
+    """The per-row shortcut keeps the exact 2K best of all K * V extensions per sentence."""
+    torch.manual_seed(0)
+    n, K = 3, 4
+    logp = torch.log_softmax(torch.randn(n * K, V), -1)  # (n*K, V)
+    scores = torch.randn(n, K)
+    scores[0, 1:] = float("-inf")  # a sentence with only its first beam in use
+    ranked = _rank_candidates(logp, scores)
+    full = (scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)  # (n, K*V)
+    best, pos = full.topk(2 * K, dim=-1)
+    torch.testing.assert_close(ranked.scores, best)
+    assert torch.equal(ranked.origin, pos // V) and torch.equal(ranked.tokens, pos % V)
 
 
 # A scripted model: the next-token distribution is a function of the output prefix, so the

@@ -66,6 +66,30 @@ def test_incremental_decode_equals_uncached_and_teacher_forcing():
 
 
 @torch.no_grad()
+def test_decoder_layer_step_equals_forward():
+    """One layer on its own: T calls of ``step`` against a growing cache give ``forward``'s
+    outputs, the cache holds the prefix's keys/values, and padded memory gets no attention."""
+    layer = make_model().dec_layers[0]
+    src, mask = batch(SRC)
+    memory = torch.randn(2, src.size(1), 32)  # (B, S, H)
+    mem_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+    x = torch.randn(2, 6, 32)  # (B, T, H)
+    whole = layer(x, memory, mem_mask)  # (B, T, H)
+    cross = layer.cross_attn.keys_values(memory)
+    cache = (torch.zeros(2, 4, 0, 8), torch.zeros(2, 4, 0, 8))  # (B, nh, 0, hs)
+    for t in range(x.size(1)):
+        out, cache, (w, s) = layer.step(x[:, t : t + 1], cache, cross, mem_mask)
+        torch.testing.assert_close(out[:, 0], whole[:, t], atol=1e-5, rtol=0)
+        assert cache[0].shape == cache[1].shape == (2, 4, t + 1, 8)
+        assert w.shape == s.shape == (2, 4, src.size(1))  # (B, nh, S)
+        torch.testing.assert_close(s.softmax(-1), w)
+        assert (w[1, :, ~mask[1]] == 0).all()
+    k, v = layer.self_attn.keys_values(layer.ln1(x))  # (B, nh, T, hs): the prefix's own
+    torch.testing.assert_close(cache[0], k, atol=1e-6, rtol=0)
+    torch.testing.assert_close(cache[1], v, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
 def test_padding_invariance():
     model = make_model()
     short = [[10, 11, 4]]
