@@ -9,6 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # cli imports lazily so `attnmt --help` stays fast
+    import torch
+
+    from attnmt.translate import Translator
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "lstm_demo.yaml"
 
@@ -25,6 +31,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    # dest names are DecodeOptions fields: _translator passes them on by name.
     p.add_argument("--beam", type=int, help="beam size (1 = greedy); default from the checkpoint")
     p.add_argument("--batch-size", type=int, help="sentences per batch")
     p.add_argument("--max-len-a", type=float, help="output length limit a*src_len+b: a")
@@ -37,36 +44,47 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="beam: end a sentence when its best candidate ends (as OpenNMT-py, JoeyNMT)",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    _add_device_args(p)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
+
+
+def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     p.add_argument(
-        "--quantize", action="store_true", help="int8 dynamic quantization (CPU; ~2x faster)"
+        "--quantize", action="store_true", help="int8 weights (CPU for torch; ~2x faster)"
     )
 
 
-def _translator(args: argparse.Namespace):
-    """The one inference path, with decode options from the command line applied."""
-    import torch
-
+def _device(args: argparse.Namespace) -> torch.device:
     from attnmt.interface import pick_device
-    from attnmt.translate import Translator
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device("cpu" if args.quantize and args.device == "auto" else args.device)
-    tr = Translator.from_checkpoint(args.model, device=device, quantize=args.quantize)
-    dc = tr.cfg.decode
-    for opt, key in [
-        ("batch_size", "batch_size"),
-        ("max_len_a", "max_len_a"),
-        ("max_len_b", "max_len_b"),
-        ("min_len", "min_len"),
-        ("length_penalty", "length_penalty"),
-        ("early_stop", "early_stop"),
-    ]:
-        if getattr(args, opt, None) is not None:
-            setattr(dc, key, getattr(args, opt))
-    return tr
+    # int8 quantization is a CPU feature of torch, so "auto" means the CPU with --quantize.
+    return pick_device("cpu" if args.quantize and args.device == "auto" else args.device)
+
+
+def _translator(args: argparse.Namespace) -> Translator:
+    """The Translator the flags ask for: engine, device and threads, then decode options."""
+    import dataclasses
+
+    from attnmt.translate import DecodeOptions, Translator
+
+    if getattr(args, "engine", "torch") == "ctranslate2":
+        from attnmt.ct2 import load_translator
+
+        tr = load_translator(
+            args.model,
+            device=_device(args),
+            threads=args.threads,
+            compute_type="int8" if args.quantize else "default",
+        )
+    else:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        tr = Translator.from_checkpoint(args.model, device=_device(args), quantize=args.quantize)
+    flags = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(DecodeOptions)}
+    return tr.with_options(**flags)
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,12 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from attnmt.atomic import write_text_atomic
 
-    if args.engine == "ctranslate2":
-        from attnmt.ct2 import CT2Translator
-
-        tr = CT2Translator(args.model)
-    else:
-        tr = _translator(args)
+    tr = _translator(args)
     if args.input:
         try:
             lines = Path(args.input).read_text(encoding="utf-8").splitlines()
@@ -104,9 +117,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.input}: cannot read input ({e})") from None
     else:
         lines = sys.stdin.read().splitlines()
-    n_best = args.n_best or 1
-    beam = args.beam if args.beam is not None else max(n_best, tr.cfg.decode.beam)
-    results = tr.translate(lines, beam=beam, n_best=n_best)
+    n_best = tr.options.n_best
+    results = tr.translate(lines)
     out = []
     for hyps in results:
         # Exactly n_best lines per input keep the output aligned with the input, even when a
@@ -133,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pairs = read_corpus(args.test, reverse=args.reverse).pairs
     if args.limit:
         pairs = pairs[: args.limit]
-    result = evaluate(tr, pairs, beam=args.beam)
+    result = evaluate(tr, pairs)
     if args.output:
         write_text_atomic(args.output, "".join(h + "\n" for h in result.hypotheses))
     if args.json:
@@ -169,7 +181,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from attnmt.interface import pick_device
     from attnmt.serve import serve
 
     serve(
@@ -178,7 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         src_lang=args.src_lang,
         tgt_lang=args.tgt_lang,
-        device=str(pick_device("cpu" if args.quantize and args.device == "auto" else args.device)),
+        device=str(_device(args)),
         quantize=args.quantize,
     )
     return 0
@@ -212,28 +223,45 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attnmt", description="Attention encoder-decoder machine translation."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_train, _add_translate, _add_evaluate, _add_explain, _add_plot,
+                _add_serve, _add_export, _add_data):  # fmt: skip
+        add(sub)
+    return parser
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train on the embedded English-Spanish demo corpus and explain")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (default: LSTM)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train (or resume) a model from a YAML config")
     p.add_argument("config", nargs="?", help="YAML config (see configs/); default: all defaults")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate lines from stdin or -i FILE")
     p.add_argument("--model", required=True, help="checkpoint (.pt or run dir), or CT2 dir")
     p.add_argument("-i", "--input", help="input file (default stdin)")
     p.add_argument("-o", "--output", help="output file (default stdout)")
     p.add_argument("--n-best", type=int, help="hypotheses per sentence, one per line")
     p.add_argument("--scores", action="store_true", help="prefix each line with its score")
-    p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch")
+    p.add_argument(
+        "--engine",
+        choices=["torch", "ctranslate2"],
+        default="torch",
+        help="torch (a checkpoint) or ctranslate2 (a directory from attnmt export)",
+    )
     _add_decode_args(p)
     p.set_defaults(func=cmd_translate)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="BLEU, chrF and perplexity on a test set")
     p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
     p.add_argument("--test", required=True, help="test pairs: TSV file or SRC_FILE,TGT_FILE")
@@ -244,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_args(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="show decoding step by step, with attention")
     p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
     p.add_argument("text", help="the sentence to translate and explain")
@@ -254,23 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_args(p)
     p.set_defaults(func=cmd_explain)
 
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw training curves from a run directory")
     p.add_argument("run_dir")
     p.add_argument("--out", help="image path (default RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP API and web page around one model")
     p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--src-lang", default="en", help="source language code (LibreTranslate API)")
     p.add_argument("--tgt-lang", default="es", help="target language code (LibreTranslate API)")
-    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    p.add_argument(
-        "--quantize", action="store_true", help="int8 dynamic quantization (CPU; ~2x faster)"
-    )
+    _add_device_args(p)
     p.set_defaults(func=cmd_serve)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a Transformer to CTranslate2")
     p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
     p.add_argument("--format", default="ctranslate2", help="export format (ctranslate2)")
@@ -280,12 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download a ManyThings/Tatoeba Anki corpus, e.g. spa-eng")
     p.add_argument("pair", help="language pair as named by manythings.org, e.g. spa-eng")
     p.add_argument("--out", default="data", help="directory to unpack into (default data/)")
     p.add_argument("--base-url", default="https://www.manythings.org/anki/", help="mirror URL")
     p.set_defaults(func=cmd_data)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -209,7 +209,13 @@ def _value(cfg: Config, key: str) -> Any:
 
 
 def check_decode(dc: DecodeConfig, where: str = "decode") -> None:
-    """The decode values that depend on each other (also used for CLI flags and requests)."""
+    """Decode values, one by one and those that depend on each other; the one check of them,
+    for config files, CLI flags and HTTP requests alike (``translate.DecodeOptions``)."""
+    for key, low in AT_LEAST.items():
+        section, name = key.split(".")
+        v = getattr(dc, name) if section == "decode" else low
+        if not (v >= low and math.isfinite(v)):
+            raise ConfigError(f"{where}.{name}: must be >= {low:g}, got {v}")
     if not math.isfinite(dc.length_penalty):
         raise ConfigError(
             f"{where}.length_penalty: must be a finite number, got {dc.length_penalty}"
@@ -234,6 +240,8 @@ def check_config(cfg: Config, source: str = "<config>") -> Config:
                 f"{source}: {key}: unknown {_value(cfg, key)!r} (use {', '.join(options)})"
             )
     for key, low in AT_LEAST.items():
+        if key.startswith("decode."):
+            continue  # check_decode, below
         v = _value(cfg, key)
         if not (v >= low and math.isfinite(v)):
             raise ConfigError(f"{source}: {key}: must be >= {low:g}, got {v}")

@@ -1,8 +1,8 @@
 """CTranslate2 export and inference for Transformer checkpoints.
 
 Pipeline position: a trained checkpoint -> **export_ctranslate2** -> a CTranslate2 model directory
--> **CT2Translator** (the fast CPU/GPU inference path; same ``Hypothesis`` results as
-:class:`attnmt.translate.Translator`).
+-> **load_translator** -> a :class:`attnmt.translate.Translator` over **CT2Engine** (the fast
+CPU/GPU inference path; the same ``Hypothesis`` results as the PyTorch engine).
 
 CTranslate2 (Klein et al. 2020) re-implements the Transformer in C++ with int8/float16 kernels;
 it has no RNN/LSTM decoder, so only ``model.arch: transformer`` checkpoints can be exported.
@@ -36,17 +36,18 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from attnmt.checkpoint import Checkpoint
 from attnmt.config import load_config, save_config
-from attnmt.corpus import normalize
-from attnmt.search import length_penalty, max_output_len
+from attnmt.data import source_tensor
+from attnmt.search import Candidate, length_penalty, output_limits
 from attnmt.tokenizer import SPECIALS, UNK_ID, Tokenizer, tokenizer_from_dict
 from attnmt.transformer import sinusoidal_encoding
-from attnmt.translate import Hypothesis, check_search_options
+from attnmt.translate import DecodeOptions, Translator
 
 MAX_POSITIONS = 1024  # rows of the exported position table: longest source and output, in tokens
 TOKENIZERS_FILE = "attnmt_tokenizers.pt"  # {"src": dict, "tgt": dict} for tokenizer_from_dict
@@ -134,7 +135,7 @@ def export_ctranslate2(
 
     ``quantization``: None (float32), "int8", "int8_float16", "int16", "float16", "bfloat16", ...
     (any CTranslate2 quantization). The directory also holds the tokenizers and the attnmt config,
-    so :class:`CT2Translator` needs nothing else. Written to a temp dir, then renamed into place.
+    so :func:`load_translator` needs nothing else. Written to a temp dir, then renamed into place.
     """
     ckpt = Checkpoint.load(ckpt_path)
     cfg = ckpt.config
@@ -186,8 +187,8 @@ def export_ctranslate2(
     return out_dir
 
 
-class CT2Translator:
-    """Translate with an exported model; returns the same ``Hypothesis`` lists as ``Translator``.
+class CT2Engine:
+    """CTranslate2's search on an exported model, behind ``Translator`` like ``TorchEngine``.
 
     Greedy search gives the same ids, tokens, attention and ``finished`` flags as attnmt's (and
     log-probs to ~1e-4: CT2's search kernels round a little differently). Differences, by
@@ -195,132 +196,149 @@ class CT2Translator:
     (logprob / steps^alpha), so n-best lists past the winner can differ; ``score`` is recomputed
     with attnmt's definition so the numbers are comparable. CT2 takes one length limit per batch;
     per-sentence limits are applied by cutting longer outputs (exact for greedy search).
+
+    Ending a beam early: CT2 ends a sentence when ``beam`` hypotheses have ended (attnmt's
+    default) unless there is no length penalty, when it ends once the best candidate has ended
+    (attnmt's ``early_stop``; with alpha 0 no later hypothesis can outscore it, so the winner is
+    the same either way). So ``early_stop`` with a length penalty is refused (:meth:`check`).
     """
 
-    def __init__(
-        self,
-        model_dir: str | Path,
-        device: str = "cpu",
-        compute_type: str = "default",
-        inter_threads: int = 1,
-        intra_threads: int = 0,
-    ):
-        import ctranslate2
+    def __init__(self, translator: Any, src_tok: Tokenizer, tgt_tok: Tokenizer):
+        self.ct2 = translator  # a ctranslate2.Translator
+        self.device = torch.device(translator.device)
+        # CT2 reads and writes token strings; attnmt's ids map onto them one to one.
+        self.src_pieces = [src_tok.id_to_piece(i) for i in range(src_tok.vocab_size)]
+        self.tgt_ids = {tgt_tok.id_to_piece(i): i for i in range(tgt_tok.vocab_size)}
 
-        model_dir = Path(model_dir)
-        if not (model_dir / "model.bin").exists() or not (model_dir / TOKENIZERS_FILE).exists():
-            raise FileNotFoundError(f"{model_dir}: not an attnmt CTranslate2 export")
-        self.cfg = load_config(model_dir / CONFIG_FILE)
-        toks = torch.load(model_dir / TOKENIZERS_FILE, weights_only=True)
-        self.src_tok = tokenizer_from_dict(toks["src"])
-        self.tgt_tok = tokenizer_from_dict(toks["tgt"])
-        self.tgt_ids = {self.tgt_tok.id_to_piece(i): i for i in range(self.tgt_tok.vocab_size)}
-        self.translator = ctranslate2.Translator(
-            str(model_dir),
-            device=device,
-            compute_type=compute_type,
-            inter_threads=inter_threads,
-            intra_threads=intra_threads,
+    @property
+    def model(self) -> Any:
+        raise ValueError(
+            "this needs a PyTorch checkpoint (.pt or run dir): a CTranslate2 export has no "
+            "PyTorch model to explain or score"
         )
 
-    def translate(
-        self,
-        texts: list[str],
-        beam: int | None = None,
-        n_best: int | None = None,
-        with_attention: bool = False,
-    ) -> list[list[Hypothesis]]:
-        """Translate ``texts``; returns the n-best hypotheses per text, best first."""
-        dc = self.cfg.decode
-        alpha = dc.length_penalty
-        beam = dc.beam if beam is None else beam
-        n_best = dc.n_best if n_best is None else n_best
-        check_search_options(beam, n_best, dc.min_len)
-        ids = [self.src_tok.encode(normalize(t, self.cfg.data.lowercase)) for t in texts]
-        pieces = [[self.src_tok.id_to_piece(i) for i in s] for s in ids]
-        # As in attnmt.search: the source length counts its <eos>, the limit counts output
-        # steps including <eos>; capped by the exported position table.
-        limits = [
-            min(max_output_len(len(s) + 1, dc.max_len_a, dc.max_len_b), MAX_POSITIONS) for s in ids
-        ]
-        results: list[list[Hypothesis]] = [[] for _ in texts]
-        # CT2 does not decode an empty source at all; attnmt's contract is one empty hypothesis.
-        for i in (i for i, s in enumerate(ids) if not s):
-            attention = [[1.0]] if with_attention else None
-            results[i] = [Hypothesis("", [], [], 0.0, 0.0, ["<eos>"], attention, True)]
-        # Sort by length so each batch pads little and has similar length limits.
-        order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), dc.batch_size):
-            chunk = order[start : start + dc.batch_size]
-            # CT2 takes one max_decoding_length per batch, not one per sentence: use the
-            # largest limit in the batch, then cut each longer output back to its own limit
-            # (exactly what attnmt's greedy search returns; an approximation for beams).
-            found = self.translator.translate_batch(
-                [pieces[i] for i in chunk],
-                beam_size=beam,
-                num_hypotheses=n_best,
-                length_penalty=alpha,
-                max_decoding_length=max(limits[i] for i in chunk),
-                min_decoding_length=dc.min_len,
-                max_input_length=MAX_POSITIONS - 1,  # the position table's length, with <eos>
-                return_scores=True,
-                return_end_token=True,  # tells finished hypotheses from cut ones
-                return_attention=with_attention,
+    def check(self, options: DecodeOptions) -> None:
+        if options.early_stop and options.beam > 1 and options.length_penalty != 0:
+            raise ValueError(
+                "early_stop: CTranslate2 ends a beam at its best candidate only without a length "
+                f"penalty; set length_penalty to 0 (it is {options.length_penalty:g}) or use "
+                "the torch engine"
             )
-            outputs = {  # (sentence, rank) -> tokens cut to the sentence's own limit
-                (i, k): list(hyp)[: limits[i]]
-                for i, res in zip(chunk, found)
-                for k, hyp in enumerate(res.hypotheses)
-            }
-            # CT2's score is logprob / steps^alpha (greedy included, steps counting <eos>) for
-            # outputs that end in <eos>, but not for ones the length limit stopped, and a cut
-            # output needs its prefix's log-prob anyway: rescore those (one batched call).
-            cut = [key for key, tokens in outputs.items() if tokens[-1:] != ["<eos>"]]
-            rescored = self.translator.score_batch(
+
+    def search(
+        self, sources: list[list[int]], options: DecodeOptions, with_attention: bool
+    ) -> list[list[Candidate]]:
+        pieces = [[self.src_pieces[i] for i in s] for s in sources]
+        # The torch engine's limits (search.output_limits over the <eos>-ended sources), capped
+        # by the exported position table.
+        _, src_mask = source_tensor(sources)  # (B, S)
+        a, b = options.max_len_a, options.max_len_b
+        limits = [min(n, MAX_POSITIONS) for n in output_limits(src_mask, a, b)]
+        # CT2 takes one max_decoding_length per batch, not one per sentence: use the largest
+        # limit in the batch, then cut each longer output back to its own limit (exactly what
+        # attnmt's greedy search returns; an approximation for beams).
+        found = self.ct2.translate_batch(
+            pieces,
+            beam_size=options.beam,
+            num_hypotheses=options.n_best,
+            length_penalty=options.length_penalty,
+            max_decoding_length=max(limits),
+            min_decoding_length=options.min_len,
+            max_input_length=MAX_POSITIONS - 1,  # the position table's length, with <eos>
+            return_scores=True,
+            return_end_token=True,  # tells finished hypotheses from cut ones
+            return_attention=with_attention,
+        )
+        outputs = [[list(h)[:limit] for h in r.hypotheses] for r, limit in zip(found, limits)]
+        logprobs = self._logprobs(pieces, outputs, [r.scores for r in found], options)
+        return [
+            [
+                self._candidate(out, lp, r.attention[k] if with_attention else None, options)
+                for k, (out, lp) in enumerate(zip(outs, lps))
+            ]
+            for r, outs, lps in zip(found, outputs, logprobs)
+        ]
+
+    def _logprobs(
+        self,
+        pieces: list[list[str]],
+        outputs: list[list[list[str]]],
+        scores: list[list[float]],
+        options: DecodeOptions,
+    ) -> list[list[float]]:
+        """Total log-probability of each output (sentence, rank)."""
+        # CT2's score is logprob / steps^alpha (greedy included, steps counting <eos>) for
+        # outputs that end in <eos>, but not for ones the length limit stopped, and a cut output
+        # needs its prefix's log-prob anyway: rescore those (one batched call).
+        alpha = options.length_penalty
+        logprobs = [
+            [score * len(out) ** alpha for score, out in zip(ss, outs)]
+            for ss, outs in zip(scores, outputs)
+        ]
+        cut = [
+            (i, k)
+            for i, outs in enumerate(outputs)
+            for k, o in enumerate(outs)
+            if o[-1:] != ["<eos>"]
+        ]
+        if cut:
+            rescored = self.ct2.score_batch(
                 [pieces[i] for i, _ in cut],
-                [outputs[key] for key in cut],
+                [outputs[i][k] for i, k in cut],
                 max_input_length=MAX_POSITIONS - 1,
             )  # per-token log-probs; the last entry is an <eos> we do not use
-            logprobs = {
-                key: float(sum(r.log_probs[: len(outputs[key])])) for key, r in zip(cut, rescored)
-            }
-            for i, res in zip(chunk, found):
-                results[i] = [
-                    self._hypothesis(
-                        outputs[i, k],
-                        logprobs.get((i, k), res.scores[k] * len(outputs[i, k]) ** alpha),
-                        res.attention[k] if with_attention else None,
-                        pieces[i],
-                        beam,
-                    )
-                    for k in range(len(res.hypotheses))
-                ]
-        return results
+            for (i, k), r in zip(cut, rescored):
+                logprobs[i][k] = float(sum(r.log_probs[: len(outputs[i][k])]))
+        return logprobs
 
-    def _hypothesis(
+    def _candidate(
         self,
         tokens: list[str],
         logprob: float,
         attention: list[list[float]] | None,
-        src_pieces: list[str],
-        beam: int,
-    ) -> Hypothesis:
+        options: DecodeOptions,
+    ) -> Candidate:
         finished = tokens[-1:] == ["<eos>"]
         steps = len(tokens)  # output steps, <eos> included when finished
         ids = [self.tgt_ids.get(t, UNK_ID) for t in (tokens[:-1] if finished else tokens)]
+        weights = torch.empty(0, 0)  # (0, 0): not asked for, never read
         if attention is not None:
             # CT2 drops the column of the <eos> it appended to the source; every row summed
             # to 1 over the real source positions, so that column is what the others leave.
-            attention = [[*row, max(0.0, 1.0 - sum(row))] for row in attention[:steps]]
-        alpha = self.cfg.decode.length_penalty
-        return Hypothesis(
-            text=self.tgt_tok.decode(ids),
-            tokens=[self.tgt_tok.id_to_piece(i) for i in ids],
-            ids=ids,
-            # attnmt.search's definition: greedy is unnormalised, beams use the GNMT penalty.
-            score=logprob if beam == 1 else logprob / length_penalty(steps, alpha),
-            logprob=logprob,
-            src_tokens=src_pieces + ["<eos>"],
-            attention=attention,
-            finished=finished,
-        )
+            rows = [[*row, max(0.0, 1.0 - sum(row))] for row in attention[:steps]]
+            weights = torch.tensor(rows, dtype=torch.float64)  # (steps, S)
+        # attnmt.search's definition: greedy is unnormalised, beams use the GNMT penalty.
+        beam = options.beam > 1
+        score = logprob / length_penalty(steps, options.length_penalty) if beam else logprob
+        return Candidate(ids, score, logprob, weights, finished)
+
+
+def load_translator(
+    model_dir: str | Path,
+    device: str | torch.device = "cpu",
+    threads: int = 0,
+    compute_type: str = "default",
+) -> Translator:
+    """A ``Translator`` on a CTranslate2 export (:func:`export_ctranslate2` writes one).
+
+    ``threads``: CTranslate2's threads per translation (0 = its default); ``compute_type``:
+    CTranslate2's weight and compute type ("int8" quantizes a float export as it loads).
+    """
+    import ctranslate2
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.bin").exists() or not (model_dir / TOKENIZERS_FILE).exists():
+        raise FileNotFoundError(f"{model_dir}: not an attnmt CTranslate2 export")
+    cfg = load_config(model_dir / CONFIG_FILE)
+    toks = torch.load(model_dir / TOKENIZERS_FILE, weights_only=True)
+    src_tok, tgt_tok = tokenizer_from_dict(toks["src"]), tokenizer_from_dict(toks["tgt"])
+    dev = torch.device(device)
+    translator = ctranslate2.Translator(
+        str(model_dir),
+        device=dev.type,
+        device_index=dev.index or 0,
+        compute_type=compute_type,
+        inter_threads=1,  # Translator sends one batch at a time
+        intra_threads=threads,
+    )
+    return Translator(CT2Engine(translator, src_tok, tgt_tok), src_tok, tgt_tok, cfg)

@@ -25,7 +25,7 @@ def run_demo(out_dir: str, overrides: list[str], config_path: str) -> int:
     translator = Translator.from_checkpoint(run / "best.pt")
 
     test = read_corpus(str(run / "test.tsv")).pairs
-    result = evaluate(translator, test, beam=cfg.decode.beam)
+    result = evaluate(translator, test)
     refs = [normalize(t, cfg.data.lowercase) for _, t in test]
     exact = sum(h == r for h, r in zip(result.hypotheses, refs)) / len(refs)
     print(f"\nHeld-out test set ({len(test)} pairs never seen in training):")

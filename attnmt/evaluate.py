@@ -19,7 +19,7 @@ from attnmt.corpus import normalize
 from attnmt.data import BucketBatcher, encode_pairs
 from attnmt.interface import Seq2Seq
 from attnmt.tokenizer import PAD_ID
-from attnmt.translate import Translator
+from attnmt.translate import DecodeOptions, Translator, eval_mode
 
 
 def token_loss(logits: Tensor, tgt_out: Tensor, smoothing: float) -> Tensor:
@@ -36,14 +36,12 @@ def token_loss(logits: Tensor, tgt_out: Tensor, smoothing: float) -> Tensor:
 @torch.inference_mode()
 def mean_token_loss(model: Seq2Seq, batcher: BucketBatcher, device: torch.device) -> float:
     """Mean per-token cross-entropy (no smoothing) of the model on every batch of ``batcher``."""
-    was_training = model.training
-    model.eval()
     total, n = 0.0, 0
-    for idx in batcher.batches(epoch=0):
-        b = batcher.batch(idx).to(device)
-        total += float(token_loss(model(b.src, b.src_mask, b.tgt_in), b.tgt_out, 0.0))
-        n += b.n_tokens
-    model.train(was_training)
+    with eval_mode(model):
+        for idx in batcher.batches(epoch=0):
+            b = batcher.batch(idx).to(device)
+            total += float(token_loss(model(b.src, b.src_mask, b.tgt_in), b.tgt_out, 0.0))
+            n += b.n_tokens
     return total / max(1, n)
 
 
@@ -71,14 +69,17 @@ def bleu_chrf(hyps: list[str], refs: list[str]) -> tuple[float, float]:
 
 
 def evaluate(
-    translator: Translator, pairs: list[tuple[str, str]], beam: int | None = None
+    translator: Translator, pairs: list[tuple[str, str]], options: DecodeOptions | None = None
 ) -> EvalResult:
-    """Translate the sources of ``pairs`` and score them against the targets."""
+    """Translate the sources of ``pairs`` (``options``, default the translator's; the best
+    hypothesis only) and score them against the targets. Perplexity needs a PyTorch model."""
     if not pairs:
         raise ValueError("evaluate: the test set is empty")
+    model = translator.model  # before translating: an engine without one fails at once
     lower = translator.cfg.data.lowercase
     refs = [normalize(t, lower) for _, t in pairs]
-    hyps = [h[0].text for h in translator.translate([s for s, _ in pairs], beam=beam, n_best=1)]
+    best_only = DecodeOptions.resolve(options or translator.options, n_best=1)
+    hyps = [h[0].text for h in translator.translate([s for s, _ in pairs], best_only)]
     bleu = sacrebleu.metrics.BLEU()
     chrf = sacrebleu.metrics.CHRF()
     bleu_score = bleu.corpus_score(hyps, [refs])
@@ -89,9 +90,7 @@ def evaluate(
         translator.tgt_tok,
     )
     loss = mean_token_loss(
-        translator.model,
-        BucketBatcher(examples, 4000, seed=0, shuffle=False),
-        translator.device,
+        model, BucketBatcher(examples, 4000, seed=0, shuffle=False), translator.device
     )
     return EvalResult(
         bleu=bleu_score.score,

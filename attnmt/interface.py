@@ -2,8 +2,9 @@
 
 Pipeline position: ``Batch`` ids -> **model** -> logits (training) or step log-probs (search).
 Models see only integer ids and ``pad_id``; never strings, vocabularies or YAML. ``rnn.py`` and
-``transformer.py`` import this module and nothing of each other; ``search.py`` and ``explain.py``
-use only what is defined here, so they never ask which model they hold.
+``transformer.py`` import this module and nothing of each other; search (and explain, through
+search's step loop) sees a model only through what is defined here, so it never asks which model
+it holds.
 
 Interface (shapes: B batch, S source len, T target len, V vocab, L layers, nh heads)::
 

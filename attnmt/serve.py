@@ -20,7 +20,7 @@ import urllib.parse
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from attnmt.translate import Hypothesis, Translator
+from attnmt.translate import DecodeOptions, Hypothesis, Translator
 
 STATIC_DIR = Path(__file__).parent / "static"
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "de": "German",
@@ -74,7 +74,7 @@ class ExplainRequest(BaseModel):
 @dataclass
 class _Job:
     texts: list[str]
-    key: tuple[int, int, bool]  # (beam, n_best, attention): jobs sharing it share a call
+    key: tuple[DecodeOptions, bool]  # (options, attention): jobs sharing it share a call
     future: asyncio.Future
 
 
@@ -94,10 +94,10 @@ class MicroBatcher:
         fut = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         return await self._wait(fut)
 
-    async def translate(self, texts: list[str], beam: int, n_best: int, attention: bool):
+    async def translate(self, texts: list[str], options: DecodeOptions, attention: bool):
         if self.pending + len(texts) > self.limits.max_queue_sentences:
             raise ApiError(503, "server busy: too many sentences waiting; retry later")
-        job = _Job(texts, (beam, n_best, attention), asyncio.get_running_loop().create_future())
+        job = _Job(texts, (options, attention), asyncio.get_running_loop().create_future())
         self.pending += len(texts)
         job.future.add_done_callback(lambda _: setattr(self, "pending", self.pending - len(texts)))
         await self.queue.put(job)
@@ -125,7 +125,7 @@ class MicroBatcher:
                     break
                 jobs.append(job)
                 size += len(job.texts)
-            groups: dict[tuple[int, int, bool], list[_Job]] = defaultdict(list)
+            groups: dict[tuple[DecodeOptions, bool], list[_Job]] = defaultdict(list)
             for job in jobs:
                 if not job.future.done():  # skip requests that already timed out
                     groups[job.key].append(job)
@@ -137,13 +137,13 @@ class MicroBatcher:
                         if not job.future.done():
                             job.future.set_exception(e)
 
-    async def _run_group(self, key: tuple[int, int, bool], group: list[_Job]) -> None:
+    async def _run_group(self, key: tuple[DecodeOptions, bool], group: list[_Job]) -> None:
         texts = [t for job in group for t in job.texts]
-        beam, n_best, attention = key
+        options, attention = key
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(
-                self.executor, self.translator.translate, texts, beam, n_best, attention
+                self.executor, self.translator.translate, texts, options, attention
             )
         except Exception as e:
             if len(group) > 1:  # find the culprit: the others still get their answers
@@ -209,20 +209,23 @@ def _check_texts(texts: list[str], limits: ServeLimits, field: str) -> None:
             raise ApiError(413, f"{field}[{i}]: {len(t)} characters, limit {limits.max_chars}")
 
 
-def _search_options(
-    translator: Translator, limits: ServeLimits, beam: int | None, n_best: int | None
-) -> tuple[int, int]:
-    """Resolve (beam, n_best): defaults from the model's decode config, bounded by the limits."""
-    n_best = 1 if n_best is None else n_best
-    if not 1 <= n_best <= limits.max_beam:
-        raise ApiError(422, f"n_best: must be between 1 and {limits.max_beam}, got {n_best}")
-    if beam is None:
-        beam = min(max(translator.cfg.decode.beam, n_best), limits.max_beam)
-    if not 1 <= beam <= limits.max_beam:
-        raise ApiError(422, f"beam: must be between 1 and {limits.max_beam}, got {beam}")
-    if n_best > beam:
-        raise ApiError(422, f"n_best: must not exceed beam ({beam}), got {n_best}")
-    return beam, n_best
+def _server_defaults(options: DecodeOptions, limits: ServeLimits) -> DecodeOptions:
+    """The model's decode options with beam and n_best brought within the server's limits."""
+    top = limits.max_beam
+    return replace(options, beam=min(options.beam, top), n_best=min(options.n_best, top))
+
+
+def _request_options(
+    defaults: DecodeOptions, limits: ServeLimits, beam: int | None, n_best: int | None
+) -> DecodeOptions:
+    """A request's beam and n_best over the server's defaults, bounded by the limits."""
+    for name, value in (("n_best", n_best), ("beam", beam)):
+        if value is not None and not 1 <= value <= limits.max_beam:
+            raise ApiError(422, f"{name}: must be between 1 and {limits.max_beam}, got {value}")
+    try:
+        return DecodeOptions.resolve(defaults, beam=beam, n_best=n_best)
+    except ValueError as e:  # e.g. n_best above the beam asked for; the message names it
+        raise ApiError(422, str(e)) from None
 
 
 def _hyp_json(hyps: list[Hypothesis], attention: bool) -> dict[str, Any]:
@@ -243,7 +246,9 @@ def _hyp_json(hyps: list[Hypothesis], attention: bool) -> dict[str, Any]:
     return out
 
 
-def _model_info(translator: Translator, src_lang: str, tgt_lang: str) -> dict[str, Any]:
+def _model_info(
+    translator: Translator, defaults: DecodeOptions, src_lang: str, tgt_lang: str
+) -> dict[str, Any]:
     m = translator.cfg.model
     return {
         "arch": m.arch,
@@ -255,7 +260,7 @@ def _model_info(translator: Translator, src_lang: str, tgt_lang: str) -> dict[st
         "parameters": sum(p.numel() for p in translator.model.parameters()),
         "src_lang": src_lang,
         "tgt_lang": tgt_lang,
-        "decode": asdict(translator.cfg.decode),
+        "decode": asdict(defaults),  # what a request gets when it names no options
     }
 
 
@@ -285,11 +290,11 @@ def create_app(
     src_lang: str = "en",
     tgt_lang: str = "es",
 ) -> FastAPI:
-    """The FastAPI app; language codes come from the model's config when it names them."""
+    """The FastAPI app around ``translator``. A checkpoint does not record its languages, so
+    ``src_lang`` and ``tgt_lang`` name them (for /health and the LibreTranslate endpoints)."""
     limits = limits or ServeLimits()
-    src_lang = getattr(translator.cfg.data, "src_lang", None) or src_lang
-    tgt_lang = getattr(translator.cfg.data, "tgt_lang", None) or tgt_lang
     batcher = MicroBatcher(translator, limits)
+    defaults = _server_defaults(translator.options, limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -301,6 +306,20 @@ def create_app(
     app = FastAPI(title="attnmt", version="0.1.0", lifespan=lifespan)
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    _add_error_handlers(app)
+    _add_api_routes(app, batcher, defaults, src_lang, tgt_lang)
+    _add_libre_routes(app, batcher, defaults, src_lang, tgt_lang)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON: {"detail": ...}, or {"error": ...} on the LibreTranslate paths."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -324,22 +343,32 @@ def create_app(
         # A fault of ours (bad input is answered before it gets here); still JSON, never HTML.
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
-    async def run_translate(texts: list[str], beam: int, n_best: int, attention: bool):
-        try:
-            return await batcher.translate(texts, beam, n_best, attention)
-        except ValueError as e:  # the translator rejected this input
-            raise ApiError(422, f"text: {e}") from None
-        except ApiError:
-            raise
-        except Exception as e:  # a fault of ours, reported as JSON rather than a bare 500
-            raise ApiError(500, f"translation failed: {type(e).__name__}: {e}") from None
+
+async def _translate(
+    batcher: MicroBatcher, texts: list[str], options: DecodeOptions, attention: bool
+) -> list[list[Hypothesis]]:
+    try:
+        return await batcher.translate(texts, options, attention)
+    except ValueError as e:  # the translator rejected this input
+        raise ApiError(422, f"text: {e}") from None
+    except ApiError:
+        raise
+    except Exception as e:  # a fault of ours, reported as JSON rather than a bare 500
+        raise ApiError(500, f"translation failed: {type(e).__name__}: {e}") from None
+
+
+def _add_api_routes(
+    app: FastAPI, batcher: MicroBatcher, defaults: DecodeOptions, src_lang: str, tgt_lang: str
+) -> None:
+    """attnmt's own API: /v1/translate, /v1/explain, /health."""
+    translator, limits = batcher.translator, batcher.limits
 
     @app.post("/v1/translate")
     async def v1_translate(req: TranslateRequest) -> dict[str, Any]:
         texts = [req.text] if isinstance(req.text, str) else req.text
         _check_texts(texts, limits, "text")
-        beam, n_best = _search_options(translator, limits, req.beam, req.n_best)
-        results = await run_translate(texts, beam, n_best, req.attention)
+        options = _request_options(defaults, limits, req.beam, req.n_best)
+        results = await _translate(batcher, texts, options, req.attention)
         return {"translations": [_hyp_json(h, req.attention) for h in results]}
 
     @app.post("/v1/explain")
@@ -357,9 +386,41 @@ def create_app(
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
-            "model": _model_info(translator, src_lang, tgt_lang),
+            "model": _model_info(translator, defaults, src_lang, tgt_lang),
             "limits": asdict(limits),
         }
+
+
+def _check_libre_params(
+    p: dict[str, Any], limits: ServeLimits, src_lang: str, tgt_lang: str
+) -> int:
+    """Validate LibreTranslate parameters; returns the number of alternatives asked for."""
+    for name in ("q", "source", "target"):
+        if not p.get(name):
+            raise ApiError(400, f"Invalid request: missing {name} parameter")
+    q, source, target = p["q"], p["source"], p["target"]
+    if not (isinstance(q, str) or (isinstance(q, list) and all(isinstance(s, str) for s in q))):
+        raise ApiError(400, "Invalid request: q must be a string or a list of strings")
+    if source not in (src_lang, "auto"):
+        raise ApiError(400, f"{source} is not supported (this model reads {src_lang})")
+    if target != tgt_lang:
+        raise ApiError(400, f"{target} is not supported (this model writes {tgt_lang})")
+    if p.get("format", "text") not in ("text", "html"):
+        raise ApiError(400, f"{p['format']} format is not supported")
+    try:
+        n_alt = int(p.get("alternatives", 0))
+    except (TypeError, ValueError):
+        raise ApiError(400, "Invalid request: alternatives must be an integer") from None
+    if not 0 <= n_alt < limits.max_beam:
+        raise ApiError(400, f"Invalid request: alternatives must be 0 to {limits.max_beam - 1}")
+    _check_texts([q] if isinstance(q, str) else q, limits, "q")
+    return n_alt
+
+
+def _add_libre_routes(
+    app: FastAPI, batcher: MicroBatcher, defaults: DecodeOptions, src_lang: str, tgt_lang: str
+) -> None:
+    """The LibreTranslate-compatible API: POST /translate and GET /languages."""
 
     @app.get("/languages")
     async def languages() -> list[dict[str, Any]]:
@@ -376,45 +437,20 @@ def create_app(
     async def libre_translate(request: Request) -> dict[str, Any]:
         """LibreTranslate-compatible: q, source, target, format, alternatives, api_key (ignored)."""
         p = await _libre_params(request)
-        for name in ("q", "source", "target"):
-            if not p.get(name):
-                raise ApiError(400, f"Invalid request: missing {name} parameter")
-        q, source, target = p["q"], p["source"], p["target"]
-        if not (isinstance(q, str) or (isinstance(q, list) and all(isinstance(s, str) for s in q))):
-            raise ApiError(400, "Invalid request: q must be a string or a list of strings")
-        if source not in (src_lang, "auto"):
-            raise ApiError(400, f"{source} is not supported (this model reads {src_lang})")
-        if target != tgt_lang:
-            raise ApiError(400, f"{target} is not supported (this model writes {tgt_lang})")
-        if p.get("format", "text") not in ("text", "html"):
-            raise ApiError(400, f"{p['format']} format is not supported")
-        try:
-            n_alt = int(p.get("alternatives", 0))
-        except (TypeError, ValueError):
-            raise ApiError(400, "Invalid request: alternatives must be an integer") from None
-        if not 0 <= n_alt < limits.max_beam:
-            raise ApiError(400, f"Invalid request: alternatives must be 0 to {limits.max_beam - 1}")
-        texts = [q] if isinstance(q, str) else q
-        _check_texts(texts, limits, "q")
-        beam, n_best = _search_options(translator, limits, None, n_alt + 1)
-        results = await run_translate(texts, beam, n_best, False)
+        n_alt = _check_libre_params(p, batcher.limits, src_lang, tgt_lang)
+        q, one = p["q"], isinstance(p["q"], str)
+        options = _request_options(defaults, batcher.limits, None, n_alt + 1)
+        results = await _translate(batcher, [q] if one else q, options, False)
         best = [h[0].text for h in results]
         # Alternatives differ from the main translation and from each other, as LibreTranslate's.
         alts = [list(dict.fromkeys(a.text for a in h[1:] if a.text != h[0].text)) for h in results]
-        out: dict[str, Any] = {"translatedText": best[0] if isinstance(q, str) else best}
+        out: dict[str, Any] = {"translatedText": best[0] if one else best}
         if n_alt > 0:
-            out["alternatives"] = alts[0] if isinstance(q, str) else alts
-        if source == "auto":  # a one-language model: its source language is the only answer
+            out["alternatives"] = alts[0] if one else alts
+        if p["source"] == "auto":  # a one-language model: its source language is the only answer
             detected = {"confidence": 100.0, "language": src_lang}
-            out["detectedLanguage"] = detected if isinstance(q, str) else [detected] * len(q)
+            out["detectedLanguage"] = detected if one else [detected] * len(q)
         return out
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
 
 
 def serve(

@@ -41,13 +41,13 @@ from tqdm import tqdm
 
 from attnmt.atomic import write_text_atomic
 from attnmt.checkpoint import Checkpoint, RunLock, TrainingState, build_model, check_resumable
-from attnmt.config import Config, TrainConfig, save_config
+from attnmt.config import Config, TrainConfig, check_config, save_config
 from attnmt.corpus import read_corpus, split_pairs
 from attnmt.data import Batch, BucketBatcher, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
 from attnmt.interface import Seq2Seq, pick_device
 from attnmt.tokenizer import Tokenizer, train_tokenizer
-from attnmt.translate import Translator
+from attnmt.translate import DecodeOptions, TorchEngine, Translator
 
 Pairs = list[tuple[str, str]]
 Log = Callable[[str], None]
@@ -481,7 +481,8 @@ def validate(
         return record
     loss = mean_token_loss(translator.model, data.dev_batcher, rt.device)
     dev = data.splits.dev[: t.eval_max_sents] if t.eval_max_sents else data.splits.dev
-    found = translator.translate([s for s, _ in dev], beam=t.eval_beam, n_best=1)
+    options = DecodeOptions.resolve(translator.options, beam=t.eval_beam, n_best=1)
+    found = translator.translate([s for s, _ in dev], options)
     bleu, chrf = bleu_chrf([h[0].text for h in found], [r for _, r in dev])
     record.update(valid_loss=loss, valid_ppl=math.exp(min(loss, 50)), dev_bleu=bleu, dev_chrf=chrf)
     return record
@@ -500,8 +501,6 @@ def build_training(
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = build_model(cfg.model, data.src_tok.vocab_size, data.tgt_tok.vocab_size).to(rt.device)
-    if t.optimizer not in ("adam", "adamw"):
-        raise ValueError(f"train.optimizer: unknown {t.optimizer!r} (use adam or adamw)")
     opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     if resume is None:
@@ -555,6 +554,7 @@ def validation_outcome(
 
 def train(cfg: Config, log: Log = print) -> Path:
     """Train (or resume) the run in ``cfg.train.out_dir``; returns the run directory."""
+    check_config(cfg)
     t, rt, out = cfg.train, setup_runtime(cfg.train), Path(cfg.train.out_dir)
     with RunLock(out) if rt.main else contextlib.nullcontext():
         resume = load_resume(out, cfg, log)  # refuses a changed config before any write
@@ -571,7 +571,7 @@ def train(cfg: Config, log: Log = print) -> Path:
             Meter(),
             Stepper(model, optimizer, t, rt),
         )
-        translator = Translator(model, data.src_tok, data.tgt_tok, cfg, rt.device)
+        translator = Translator(TorchEngine(model, rt.device), data.src_tok, data.tgt_tok, cfg)
         bar = tqdm(total=t.max_steps, initial=progress.step, disable=not (rt.main and t.progress),
                    desc="train", unit="step", dynamic_ncols=True)  # fmt: skip
         start = time.time() - progress.elapsed_s
@@ -590,7 +590,6 @@ def train(cfg: Config, log: Log = print) -> Path:
             is_best = False
             if rt.main and evaluate_now:
                 outcome = validation_outcome(translator, data, t, rt, progress, bar, runlog)
-                model.train()
                 progress, is_best, stop = outcome.progress, outcome.is_best, stop or outcome.stop
             stop = rt.agree_stop(stop)
             if rt.main and (evaluate_now or progress.step % t.save_every == 0):

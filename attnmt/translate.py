@@ -1,44 +1,74 @@
-"""The single inference path: text -> tokenizer -> batch -> model -> search -> text.
+"""The single inference path: text -> tokenizer -> engine (search) -> Hypothesis.
 
 ``Translator`` serves ``attnmt translate``, ``evaluate``, ``explain`` and ``serve`` alike, so every
-command decodes the same way. Build one from a checkpoint path; it needs nothing else.
+command decodes the same way. It owns what every engine shares: source encoding (normalisation
+and tokenizer), empty lines, sorting by length and batching, and turning candidates into
+``Hypothesis`` objects. An ``Engine`` only searches: ``TorchEngine`` runs attnmt's own greedy and
+beam search (``attnmt.search``) on a PyTorch model; ``attnmt.ct2.CT2Engine`` runs CTranslate2.
+
+How to decode is one immutable ``DecodeOptions``, resolved once from the config's defaults and
+the caller's overrides (CLI flags, request fields) and passed in; nothing sets ``cfg.decode``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from attnmt.checkpoint import Checkpoint
-from attnmt.config import Config, DecodeConfig
+from attnmt.config import Config, DecodeConfig, check_decode
 from attnmt.corpus import normalize
 from attnmt.data import source_tensor
 from attnmt.interface import Seq2Seq
-from attnmt.search import beam_search, greedy_search
+from attnmt.search import Candidate, beam_search, greedy_search
 from attnmt.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """How to decode, resolved once (config defaults, then CLI flags or request fields)."""
+    """How to decode, resolved once; the meaning and default of each field is in
+    ``config.DecodeConfig``. Build one with :meth:`resolve`; every instance is valid."""
 
-    beam: int = 5  # beam size (1 = greedy)
-    n_best: int = 1  # hypotheses returned per sentence
-    length_penalty: float = 1.0  # GNMT alpha
-    early_stop: bool = False  # beam: end a sentence when its best candidate ends
-    min_len: int = 0  # fewest output tokens before <eos>
-    max_len_a: float = 1.5  # output length limit a * source_length + b
-    max_len_b: int = 10
-    batch_size: int = 64  # sentences per batch
+    beam: int
+    n_best: int
+    length_penalty: float
+    early_stop: bool
+    min_len: int
+    max_len_a: float
+    max_len_b: int
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        # The same check as a config file's decode section; each message names the option, so a
+        # CLI user or an HTTP client knows what to change.
+        check_decode(self)  # type: ignore[arg-type]  # a DecodeOptions has every field it reads
 
     @classmethod
-    def from_config(cls, dc: DecodeConfig) -> DecodeOptions:
-        return cls(**{f.name: getattr(dc, f.name) for f in dataclasses.fields(cls)})
+    def resolve(cls, base: DecodeConfig | DecodeOptions, **overrides: Any) -> DecodeOptions:
+        """``base`` (config defaults or options) with the overrides that are not None applied.
+
+        The one place beam and n_best meet: a beam left to its default widens to give the n_best
+        asked for, and an n_best left to its default narrows to fit the beam asked for.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"unknown decode options: {', '.join(unknown)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values = {name: given.get(name, getattr(base, name)) for name in names}
+        if "n_best" not in given and "beam" in given:
+            values["n_best"] = min(values["n_best"], max(1, given["beam"]))
+        if "beam" not in given:
+            values["beam"] = max(values["beam"], values["n_best"])
+        return cls(**values)
 
 
 @dataclass
@@ -53,20 +83,74 @@ class Hypothesis:
     finished: bool  # False when the output length limit stopped decoding
 
 
-def check_search_options(beam: int, n_best: int, min_len: int = 0) -> None:
-    """The one validation of search options, shared by every engine."""
-    if beam < 1 or not 1 <= n_best <= beam:
-        raise ValueError(f"need beam >= 1 and 1 <= n_best <= beam (beam={beam}, n_best={n_best})")
-    if min_len < 0:
-        raise ValueError(f"decode.min_len must be >= 0, got {min_len}")
+class Engine(Protocol):
+    """What ``Translator`` needs from a decoder: encoded sources in, ranked candidates out."""
+
+    device: torch.device  # where ``Translator.encode_sources`` puts its tensors
+
+    @property
+    def model(self) -> Seq2Seq:
+        """The PyTorch model (explain, perplexity); a ValueError for an engine without one."""
+        ...
+
+    def check(self, options: DecodeOptions) -> None:
+        """Raise a ValueError naming any option this engine cannot honour."""
+        ...
+
+    def search(
+        self, sources: list[list[int]], options: DecodeOptions, with_attention: bool
+    ) -> list[list[Candidate]]:
+        """The n-best candidates per source (source ids without <eos>), best first.
+
+        ``Candidate.attention`` has a row per output step and a column per source id plus <eos>;
+        it is only read when ``with_attention``."""
+        ...
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Dropout off inside the block; the model's previous mode (training or not) after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class TorchEngine:
+    """attnmt's own search (``attnmt.search``) on a PyTorch model; honours every option."""
+
+    def __init__(self, model: Seq2Seq, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        # No .eval() here: training hands in the model it is training, and search switches to
+        # eval mode only while it runs (eval_mode), so training's mode survives a translation.
+        self.model = model.to(self.device)
+
+    def check(self, options: DecodeOptions) -> None:
+        pass  # search implements every option
+
+    def search(
+        self, sources: list[list[int]], options: DecodeOptions, with_attention: bool
+    ) -> list[list[Candidate]]:
+        src, src_mask = source_tensor(sources)  # (B, S), (B, S)
+        src, src_mask = src.to(self.device), src_mask.to(self.device)
+        o = options
+        with eval_mode(self.model):
+            if o.beam == 1:
+                return greedy_search(self.model, src, src_mask, o.max_len_a, o.max_len_b, o.min_len)
+            return beam_search(
+                self.model, src, src_mask, o.beam, o.n_best, o.length_penalty,
+                o.max_len_a, o.max_len_b, o.early_stop, o.min_len,
+            )  # fmt: skip
 
 
 def quantize_int8(model: Seq2Seq) -> Seq2Seq:
-    """A copy of ``model`` with int8 dynamic quantization of every Linear and LSTM (CPU only).
+    """An eval-mode copy of ``model`` with int8 dynamic quantization of every Linear and LSTM.
 
-    Weights are stored as int8 and activations are quantized per batch on the fly, so the big
-    vocabulary projection runs about 3x faster on CPU. The rest (embeddings, attention
-    softmax, LayerNorm) stays float32.
+    CPU only. Weights are stored as int8 and activations are quantized per batch on the fly, so
+    the big vocabulary projection runs about 3x faster on CPU. The rest (embeddings, attention
+    softmax, LayerNorm) stays float32. ``model`` itself is left as it was.
     """
     from torch.ao.quantization import quantize_dynamic
 
@@ -75,95 +159,105 @@ def quantize_int8(model: Seq2Seq) -> Seq2Seq:
         # the eager-mode API still works in torch 2.13 and its warnings would only confuse.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(model.eval(), {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+        # quantize_dynamic converts a copy, and puts that copy (not the caller's) in eval mode.
+        return quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
 
 
 class Translator:
+    """Texts in, n-best ``Hypothesis`` lists out, through one ``Engine``.
+
+    ``options`` are the defaults ``translate`` uses when it is given none: the config's
+    ``decode`` section unless the caller resolved others (``with_options``).
+    """
+
     def __init__(
         self,
-        model: Seq2Seq,
+        engine: Engine,
         src_tok: Tokenizer,
         tgt_tok: Tokenizer,
         cfg: Config,
-        device: str | torch.device = "cpu",
+        options: DecodeOptions | None = None,
     ):
-        self.model = model.to(device).eval()
+        self.engine = engine
         self.src_tok = src_tok
         self.tgt_tok = tgt_tok
         self.cfg = cfg
-        self.device = torch.device(device)
+        self.options = options if options is not None else DecodeOptions.resolve(cfg.decode)
 
     @property
-    def options(self) -> DecodeOptions:
-        """The checkpoint's decode defaults."""
-        return DecodeOptions.from_config(self.cfg.decode)
+    def model(self) -> Seq2Seq:
+        return self.engine.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
 
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "cpu", quantize: bool = False
     ) -> Translator:
-        """Load a checkpoint; ``quantize`` applies :func:`quantize_int8` (CPU only)."""
+        """Load a checkpoint (file or run dir); ``quantize`` applies :func:`quantize_int8`."""
         if quantize and torch.device(device).type != "cpu":
             raise ValueError(f"--quantize is for CPU translation, not device {device!s}")
         ckpt = Checkpoint.load(path)
-        model = ckpt.build_model()
+        model = ckpt.build_model().eval()  # our own model: it is only ever used for inference
         if quantize:
             model = quantize_int8(model)
-        return cls(model, ckpt.src_tokenizer, ckpt.tgt_tokenizer, ckpt.config, device)
+        return cls(TorchEngine(model, device), ckpt.src_tokenizer, ckpt.tgt_tokenizer, ckpt.config)
+
+    def with_options(self, **overrides: Any) -> Translator:
+        """A Translator on the same engine whose defaults are these options with ``overrides``
+        (None = keep) applied; refuses options the engine cannot honour."""
+        options = DecodeOptions.resolve(self.options, **overrides)
+        self.engine.check(options)
+        return Translator(self.engine, self.src_tok, self.tgt_tok, self.cfg, options)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Texts -> source ids (normalised as in training; no <eos>)."""
+        return [self.src_tok.encode(normalize(t, self.cfg.data.lowercase)) for t in texts]
 
     def encode_sources(self, texts: list[str]) -> tuple[Tensor, Tensor, list[list[str]]]:
         """Texts -> (src (B,S), src_mask (B,S), source pieces + '<eos>' per text)."""
-        ids = [self.src_tok.encode(normalize(t, self.cfg.data.lowercase)) for t in texts]
-        src, src_mask = source_tensor(ids)
-        pieces = [[self.src_tok.id_to_piece(i) for i in s] + ["<eos>"] for s in ids]
-        return src.to(self.device), src_mask.to(self.device), pieces
+        ids = self.encode(texts)
+        src, src_mask = source_tensor(ids)  # (B, S), (B, S)
+        return src.to(self.device), src_mask.to(self.device), [self._pieces(s) for s in ids]
 
     def translate(
         self,
         texts: list[str],
-        beam: int | None = None,
-        n_best: int | None = None,
+        options: DecodeOptions | None = None,
         with_attention: bool = False,
     ) -> list[list[Hypothesis]]:
         """Translate ``texts``; returns the n-best hypotheses per text, best first."""
-        dc = self.cfg.decode
-        beam = dc.beam if beam is None else beam
-        n_best = dc.n_best if n_best is None else n_best
-        check_search_options(beam, n_best, dc.min_len)
+        options = options if options is not None else self.options
+        self.engine.check(options)
+        ids = self.encode(texts)
         results: list[list[Hypothesis]] = [[] for _ in texts]
-        for i, text in enumerate(texts):
-            if not text.strip():
-                # Nothing to translate gives nothing: no model call, certainty 1 (logprob 0).
-                attention = [[1.0]] if with_attention else None
-                results[i] = [Hypothesis("", [], [], 0.0, 0.0, ["<eos>"], attention, True)]
+        for i in (i for i, s in enumerate(ids) if not s):
+            # Nothing to translate gives nothing: no engine call, certainty 1 (logprob 0).
+            attention = [[1.0]] if with_attention else None
+            results[i] = [Hypothesis("", [], [], 0.0, 0.0, ["<eos>"], attention, True)]
         # Sort by length so each batch pads little; results go back to input order.
-        order = sorted(
-            (i for i in range(len(texts)) if not results[i]), key=lambda i: len(texts[i])
-        )
-        for start in range(0, len(order), dc.batch_size):
-            chunk = order[start : start + dc.batch_size]
-            src, src_mask, pieces = self.encode_sources([texts[i] for i in chunk])
-            if beam == 1:
-                found = greedy_search(
-                    self.model, src, src_mask, dc.max_len_a, dc.max_len_b, dc.min_len
-                )
-            else:
-                found = beam_search(
-                    self.model, src, src_mask, beam, n_best, dc.length_penalty,
-                    dc.max_len_a, dc.max_len_b, dc.early_stop, dc.min_len,
-                )  # fmt: skip
-            for i, cands, src_pieces in zip(chunk, found, pieces):
-                results[i] = [
-                    Hypothesis(
-                        text=self.tgt_tok.decode(c.ids),
-                        tokens=[self.tgt_tok.id_to_piece(t) for t in c.ids],
-                        ids=c.ids,
-                        score=c.score,
-                        logprob=c.logprob,
-                        src_tokens=src_pieces,
-                        attention=c.attention.tolist() if with_attention else None,
-                        finished=c.finished,
-                    )
-                    for c in cands
-                ]
+        order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), options.batch_size):
+            chunk = order[start : start + options.batch_size]
+            found = self.engine.search([ids[i] for i in chunk], options, with_attention)
+            for i, cands in zip(chunk, found):
+                pieces = self._pieces(ids[i])
+                results[i] = [self._hypothesis(c, pieces, with_attention) for c in cands]
         return results
+
+    def _pieces(self, ids: list[int]) -> list[str]:
+        return [self.src_tok.id_to_piece(i) for i in ids] + ["<eos>"]
+
+    def _hypothesis(self, c: Candidate, src_pieces: list[str], with_attention: bool) -> Hypothesis:
+        return Hypothesis(
+            text=self.tgt_tok.decode(c.ids),
+            tokens=[self.tgt_tok.id_to_piece(t) for t in c.ids],
+            ids=c.ids,
+            score=c.score,
+            logprob=c.logprob,
+            src_tokens=src_pieces,
+            attention=c.attention.tolist() if with_attention else None,
+            finished=c.finished,
+        )

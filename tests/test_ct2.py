@@ -1,4 +1,5 @@
-"""CTranslate2 export: CT2 decodes exactly like attnmt; int8 loads; LSTM export is refused."""
+"""CTranslate2 export and engine: CT2 decodes like attnmt's own search, option by option, behind
+the same Translator; int8 loads; LSTM export is refused."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import torch
 
 from attnmt.checkpoint import Checkpoint
 from attnmt.config import Config
-from attnmt.ct2 import CT2Translator, ExportError, export_ctranslate2
+from attnmt.ct2 import CT2Engine, ExportError, export_ctranslate2, load_translator
 from attnmt.data import pad, source_tensor
 from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, WordTokenizer
 from attnmt.transformer import TransformerSeq2Seq
-from attnmt.translate import Translator
+from attnmt.translate import DecodeOptions, Translator
 
 pytest.importorskip("ctranslate2")
 
@@ -85,6 +86,13 @@ def assert_same(ours, theirs, atol=1e-4):
             )
 
 
+def both(trained: dict, **options) -> tuple[list, list]:
+    """The same texts through the PyTorch engine and the CTranslate2 engine, same options."""
+    ours = Translator.from_checkpoint(trained["ckpt"]).with_options(**options)
+    ct2 = load_translator(trained["ct2"]).with_options(**options)
+    return ours.translate(TEXTS), ct2.translate(TEXTS)
+
+
 def test_export_writes_a_self_contained_model_dir(trained):
     out = trained["ct2"]
     for name in ("model.bin", "config.json", "attnmt_tokenizers.pt", "attnmt_config.yaml"):
@@ -96,10 +104,11 @@ def test_export_writes_a_self_contained_model_dir(trained):
 
 
 def test_greedy_matches_attnmt(trained):
-    ours = Translator.from_checkpoint(trained["ckpt"])
-    ct2 = CT2Translator(trained["ct2"])
-    mine = ours.translate(TEXTS, beam=1, with_attention=True)
-    theirs = ct2.translate(TEXTS, beam=1, with_attention=True)
+    ours = Translator.from_checkpoint(trained["ckpt"]).with_options(beam=1)
+    ct2 = load_translator(trained["ct2"]).with_options(beam=1)
+    assert isinstance(ct2.engine, CT2Engine) and ct2.options == ours.options
+    mine = ours.translate(TEXTS, with_attention=True)
+    theirs = ct2.translate(TEXTS, with_attention=True)
     assert sum(h[0].text == " ".join(reversed(t.upper().split())) for t, h in zip(TEXTS, mine)) >= 5
     for a, b in zip(mine, theirs):
         assert_same(a, b)
@@ -110,8 +119,8 @@ def test_greedy_matches_with_per_sentence_length_limits(trained, tmp_path):
     cfg = make_config(max_len_a=0.5, max_len_b=1)
     save(tmp_path / "short.pt", cfg, trained["state_dict"])
     out = export_ctranslate2(tmp_path / "short.pt", tmp_path / "short")
-    mine = Translator.from_checkpoint(tmp_path / "short.pt").translate(TEXTS, beam=1)
-    theirs = CT2Translator(out).translate(TEXTS, beam=1)
+    mine = Translator.from_checkpoint(tmp_path / "short.pt").with_options(beam=1).translate(TEXTS)
+    theirs = load_translator(out).with_options(beam=1).translate(TEXTS)
     assert any(not h[0].finished for h in mine)
     for a, b in zip(mine, theirs):
         assert_same(a, b)
@@ -121,10 +130,7 @@ def test_greedy_min_len_matches_attnmt(trained):
     # decode.min_len reaches CT2 as min_decoding_length: the same outputs, each >= 8 tokens.
     # Not the same scores: CT2 takes <eos> out before its softmax (the other tokens share its
     # probability), attnmt after it, as fairseq and OpenNMT-py do.
-    ours = Translator.from_checkpoint(trained["ckpt"])
-    ct2 = CT2Translator(trained["ct2"])
-    ours.cfg.decode.min_len = ct2.cfg.decode.min_len = 8
-    mine, theirs = ours.translate(TEXTS, beam=1), ct2.translate(TEXTS, beam=1)
+    mine, theirs = both(trained, beam=1, min_len=8)
     assert all(len(h[0].tokens) >= 8 for h in mine)
     assert [(h[0].ids, h[0].text, h[0].finished) for h in mine] == [
         (h[0].ids, h[0].text, h[0].finished) for h in theirs
@@ -132,10 +138,7 @@ def test_greedy_min_len_matches_attnmt(trained):
 
 
 def test_beam_and_n_best(trained):
-    ours = Translator.from_checkpoint(trained["ckpt"])
-    ct2 = CT2Translator(trained["ct2"])
-    mine = ours.translate(TEXTS, beam=4, n_best=2)
-    theirs = ct2.translate(TEXTS, beam=4, n_best=2)
+    mine, theirs = both(trained, beam=4, n_best=2)
     for a, b in zip(mine, theirs):
         assert len(b) == 2 and b[0].score >= b[1].score - 1e-6
         # The n-best order may differ (CT2 normalises length its own way); the winner does not.
@@ -150,22 +153,24 @@ def test_tied_embeddings_export(tmp_path):
     m = TransformerSeq2Seq(SRC_TOK.vocab_size, SRC_TOK.vocab_size, 32, 2, 4, 64, 0.0, True, True)
     save(tmp_path / "tied.pt", cfg, m.state_dict(), tgt_tok=SRC_TOK)
     out = export_ctranslate2(tmp_path / "tied.pt", tmp_path / "tied")
-    mine = Translator.from_checkpoint(tmp_path / "tied.pt").translate(TEXTS, beam=1)
-    theirs = CT2Translator(out).translate(TEXTS, beam=1)
+    mine = Translator.from_checkpoint(tmp_path / "tied.pt").with_options(beam=1).translate(TEXTS)
+    theirs = load_translator(out).with_options(beam=1).translate(TEXTS)
     for a, b in zip(mine, theirs):
         assert_same(a, b)
 
 
 def test_empty_input(trained):
-    (hyp,) = CT2Translator(trained["ct2"]).translate([""], beam=1, with_attention=True)
+    (hyp,) = load_translator(trained["ct2"]).translate([""], with_attention=True)
     assert hyp[0].text == "" and hyp[0].src_tokens == ["<eos>"] and hyp[0].attention == [[1.0]]
 
 
 def test_int8_export_loads_and_translates(trained, tmp_path):
     out = export_ctranslate2(trained["ckpt"], tmp_path / "int8", quantization="int8")
     assert (out / "model.bin").stat().st_size < (trained["ct2"] / "model.bin").stat().st_size
-    found = CT2Translator(out, compute_type="int8").translate(TEXTS, beam=2)
-    ref = CT2Translator(trained["ct2"]).translate(TEXTS, beam=2)
+    int8 = load_translator(out, compute_type="int8")
+    assert int8.engine.ct2.compute_type.startswith("int8")
+    found = int8.with_options(beam=2).translate(TEXTS)
+    ref = load_translator(trained["ct2"]).with_options(beam=2).translate(TEXTS)
     assert len(found) == len(TEXTS) and all(len(h) == 1 for h in found)
     # Quantization perturbs the numbers, not what the model has learned: of the sentences the
     # float model gets right (uppercase, reversed), the int8 model gets all but at most one right.
@@ -193,3 +198,59 @@ def test_refuses_to_replace_a_foreign_directory(trained, tmp_path):
     with pytest.raises(ExportError, match="not a CTranslate2 model"):
         export_ctranslate2(trained["ckpt"], tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_batch_size_does_not_change_results(trained, batch_size):
+    ct2 = load_translator(trained["ct2"])
+    calls = []
+    search = ct2.engine.search
+    ct2.engine.search = lambda src, o, att: calls.append(len(src)) or search(src, o, att)
+    found = ct2.translate(TEXTS, DecodeOptions.resolve(ct2.options, batch_size=batch_size))
+    assert max(calls) <= batch_size and sum(calls) == len(TEXTS)
+    for a, b in zip(found, load_translator(trained["ct2"]).translate(TEXTS)):
+        assert_same(a, b)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 2.0])
+def test_length_penalty_reaches_ct2_and_scores(trained, alpha):
+    # The winner and its score under attnmt's definition (logprob / ((5+n)/6)^alpha) agree.
+    mine, theirs = both(trained, beam=3, length_penalty=alpha)
+    for a, b in zip(mine, theirs):
+        assert_same(a[:1], b[:1])
+    assert any(abs(h[0].score - h[0].logprob) > 1e-3 for h in theirs) == (alpha != 0)
+
+
+def test_early_stop_needs_no_length_penalty(trained):
+    ct2 = load_translator(trained["ct2"])
+    for overrides in ({"early_stop": True}, {"early_stop": True, "length_penalty": 0.5}):
+        with pytest.raises(ValueError, match="early_stop: .*length_penalty"):
+            ct2.with_options(beam=3, **overrides)
+        with pytest.raises(ValueError, match="early_stop"):
+            ct2.translate(TEXTS, DecodeOptions.resolve(ct2.options, beam=3, **overrides))
+    ct2.with_options(beam=1, early_stop=True)  # greedy search has no beam to end early
+    # Without a length penalty CT2 ends a beam once its best candidate has ended, as attnmt's
+    # early_stop does: the same winners.
+    mine, theirs = both(trained, beam=3, early_stop=True, length_penalty=0.0)
+    for a, b in zip(mine, theirs):
+        assert_same(a[:1], b[:1])
+
+
+def test_ct2_translator_has_no_pytorch_model(trained):
+    from attnmt.evaluate import evaluate
+    from attnmt.explain import explain
+
+    ct2 = load_translator(trained["ct2"])
+    with pytest.raises(ValueError, match="needs a PyTorch checkpoint"):
+        ct2.model  # noqa: B018
+    with pytest.raises(ValueError, match="needs a PyTorch checkpoint"):
+        explain(ct2, TEXTS[0])
+    with pytest.raises(ValueError, match="needs a PyTorch checkpoint"):
+        evaluate(ct2, [(TEXTS[0], "C B A")])
+
+
+def test_load_translator_errors_and_device(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an attnmt CTranslate2 export"):
+        load_translator(tmp_path)
+    ct2 = load_translator(trained["ct2"], device="cpu", threads=1)
+    assert ct2.engine.ct2.device == "cpu" and ct2.device.type == "cpu"

@@ -45,14 +45,14 @@ def test_gpu_training_learns_and_its_checkpoint_translates_the_same_on_cpu(
     on_gpu = Translator.from_checkpoint(run / "last.pt", device="cuda")
     on_cpu = Translator.from_checkpoint(run / "last.pt", device="cpu")
     assert next(on_gpu.model.parameters()).is_cuda
-    gpu_greedy = [h[0].text for h in on_gpu.translate(sources, beam=1)]
-    assert gpu_greedy == [h[0].text for h in on_cpu.translate(sources, beam=1)]
+    gpu_greedy = [h[0].text for h in on_gpu.with_options(beam=1).translate(sources)]
+    assert gpu_greedy == [h[0].text for h in on_cpu.with_options(beam=1).translate(sources)]
     # Beam search with one beam is greedy search, on the GPU too.
     src, src_mask, _ = on_gpu.encode_sources(sources)
     greedy = greedy_search(on_gpu.model, src, src_mask, 1.5, 5)
     beam1 = beam_search(on_gpu.model, src, src_mask, 1, 1, 1.0, 1.5, 5)
     assert [c[0].ids for c in greedy] == [c[0].ids for c in beam1]
-    assert all(len(h) == 2 for h in on_gpu.translate(sources, beam=4, n_best=2))
+    assert all(len(h) == 2 for h in on_gpu.with_options(beam=4, n_best=2).translate(sources))
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from attnmt.serve import ServeLimits, create_app, serve
-from attnmt.translate import Translator
+from attnmt.translate import DecodeOptions, Translator
 
 POISON = "__poison__"  # CountingTranslator raises ValueError for a batch containing this
 SLOW = "__slow__"  # CountingTranslator sleeps for a batch containing this
@@ -43,17 +43,19 @@ class CountingTranslator:
     def __init__(self, inner: Translator, delay_s: float = 1.0):
         self.inner, self.delay_s = inner, delay_s
         self.calls = 0
+        self.asked: list[DecodeOptions] = []  # what each call was asked to decode with
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def translate(self, texts, beam=None, n_best=None, with_attention=False):
+    def translate(self, texts, options=None, with_attention=False):
         self.calls += 1
+        self.asked.append(options)
         if any(POISON in t for t in texts):
             raise ValueError("this input is poisoned")
         if any(SLOW in t for t in texts):
             time.sleep(self.delay_s)
-        return self.inner.translate(texts, beam, n_best, with_attention)
+        return self.inner.translate(texts, options, with_attention)
 
 
 class LiveServer:
@@ -105,7 +107,8 @@ def client(translator):
 
 def expected(translator: CountingTranslator, texts: list[str], beam: int = 3) -> list[str]:
     """What the model itself says, bypassing the server (and the call counter)."""
-    return [h[0].text for h in translator.inner.translate(texts, beam=beam, n_best=1)]
+    options = DecodeOptions.resolve(translator.inner.options, beam=beam, n_best=1)
+    return [h[0].text for h in translator.inner.translate(texts, options)]
 
 
 def test_server_binds_loopback_by_default():
@@ -124,6 +127,41 @@ def test_translate_single_and_list(client, translator):
     assert r.status_code == 200, r.text
     got = [t["text"] for t in r.json()["translations"]]
     assert got == expected(translator, SENTENCES[:4], beam=1)
+
+
+@pytest.mark.parametrize(
+    "fields, beam, n_best",
+    [
+        ({}, 3, 1),  # the model's defaults (the tiny run's decode.beam is 3)
+        ({"beam": 1}, 1, 1),
+        ({"n_best": 5}, 5, 5),  # the default beam widens to the n_best asked for
+        ({"beam": 4, "n_best": 2}, 4, 2),
+    ],
+)
+def test_request_fields_resolve_over_the_models_options(client, translator, fields, beam, n_best):
+    r = client.post("/v1/translate", json={"text": SENTENCES[2], **fields})
+    assert r.status_code == 200, r.text
+    o = translator.asked[-1]
+    assert (o.beam, o.n_best) == (beam, n_best)
+    assert o == DecodeOptions.resolve(translator.inner.options, beam=beam, n_best=n_best)
+    assert len(r.json()["translations"][0]["alternatives"]) <= n_best - 1
+
+
+def test_languages_come_from_the_arguments_and_beam_from_the_limits(translator):
+    wide = CountingTranslator(translator.inner.with_options(beam=12))
+    limits = ServeLimits(max_beam=4, batch_window_ms=1)
+    app = create_app(wide, limits, src_lang="fr", tgt_lang="de")
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=60) as c:
+        assert [lang["code"] for lang in c.get("/languages").json()] == ["fr", "de"]
+        model = c.get("/health").json()["model"]
+        assert (model["src_lang"], model["tgt_lang"]) == ("fr", "de")
+        assert model["decode"]["beam"] == 4  # the model's 12, within the server's limit
+        r = c.post("/v1/translate", json={"text": SENTENCES[0]})
+        assert r.status_code == 200, r.text
+        assert wide.asked[-1].beam == 4
+        body = {"q": SENTENCES[0], "source": "fr", "target": "de", "alternatives": 3}
+        assert c.post("/translate", json=body).status_code == 200
+        assert (wide.asked[-1].beam, wide.asked[-1].n_best) == (4, 4)
 
 
 def test_translate_n_best_and_attention(client):
