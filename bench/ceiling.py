@@ -85,14 +85,16 @@ def translate_workload(args: argparse.Namespace):
     from attnmt.translate import Translator
 
     tr = Translator.from_checkpoint(args.model, quantize=args.quantize)
-    d = tr.cfg.decode
-    d.min_len, d.max_len_a, d.max_len_b, d.batch_size = args.fixed_len, 0.0, args.fixed_len, 64
+    n = args.fixed_len
+    tr = tr.with_options(
+        beam=args.beam, n_best=1, min_len=n, max_len_a=0.0, max_len_b=n, batch_size=64
+    )
     test = Path(args.model).parent / "test.tsv"
     lines = [line.split("\t")[0] for line in test.read_text(encoding="utf-8").splitlines()]
     lines = lines[: args.sentences]
 
     def run() -> None:
-        tr.translate(lines, beam=args.beam, n_best=1)
+        tr.translate(lines)
 
     return run, f"{len(lines)} sentences x {args.fixed_len} tokens, beam {args.beam}"
 

@@ -63,9 +63,9 @@ def free_port() -> int:
 
 def start_server(model: str, port: int, timeout_s: float = 120) -> subprocess.Popen:
     """Run the real server in a child process and wait until /health answers."""
-    code = "import sys; from attnmt.serve import serve; serve(sys.argv[1], port=int(sys.argv[2]))"
+    cmd = [sys.executable, "-m", "attnmt", "serve", "--model", model, "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, model, str(port)],
+        [*cmd, "--device", "cpu"],  # as serve() defaults: the load test measures the CPU server
         cwd=Path(__file__).resolve().parents[1],  # the repo root: attnmt importable uninstalled
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

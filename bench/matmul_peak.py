@@ -130,27 +130,25 @@ def train_flops_per_target_token(
 
 def run_share(run_dir: Path, peak: float) -> dict[str, float]:
     """Achieved training FLOP/s of an attnmt run directory (last.pt + train_log.jsonl)."""
-    import sentencepiece as spm
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from attnmt.config import config_from_dict
+    from attnmt.checkpoint import Checkpoint
+    from attnmt.config import config_to_dict
     from attnmt.corpus import read_corpus
 
-    ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-    cfg = config_from_dict(ckpt["config"])
-    sp = spm.SentencePieceProcessor(model_proto=ckpt["tgt_tokenizer"]["model_proto"])
+    ckpt = Checkpoint.load(run_dir / "last.pt")
+    src_tok, tgt_tok = ckpt.src_tokenizer, ckpt.tgt_tokenizer
     # Mean lengths from the run's dev split (same distribution as train, no re-splitting needed).
     pairs = read_corpus(str(run_dir / "dev.tsv")).pairs
-    src = statistics.mean(len(sp.encode(s)) + 1 for s, _ in pairs)
-    tgt = statistics.mean(len(sp.encode(t)) + 1 for _, t in pairs)
+    src = statistics.mean(len(src_tok.encode(s)) + 1 for s, _ in pairs)
+    tgt = statistics.mean(len(tgt_tok.encode(t)) + 1 for _, t in pairs)
     logs = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
     tps = [x["tokens_per_s"] for x in logs if x["kind"] == "train"]
     tok_s = statistics.median(tps[1:] or tps)
-    model_cfg = dict(ckpt["config"]["model"])
-    per_tok = train_flops_per_target_token(model_cfg, sp.get_piece_size(), src, tgt)
-    params = sum(v.numel() for v in ckpt["model"].values())
+    model_cfg = config_to_dict(ckpt.config)["model"]
+    per_tok = train_flops_per_target_token(model_cfg, tgt_tok.vocab_size, src, tgt)
+    params = sum(v.numel() for v in ckpt.weights.values())
     return {
-        "arch": cfg.model.arch,
+        "arch": ckpt.config.model.arch,
         "params": params,
         "tgt_tokens_per_s": tok_s,
         "flops_per_tgt_token": per_tok,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -31,31 +32,25 @@ def peak_rss_mib() -> float:
 
 def timed_translate(translator, sources: list[str], beam: int, repeats: int) -> float:
     """Median sentences/s over ``repeats`` full passes."""
+    translator = translator.with_options(beam=beam, n_best=1)
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        translator.translate(sources, beam=beam, n_best=1)
+        translator.translate(sources)
         rates.append(len(sources) / (time.perf_counter() - t0))
     return statistics.median(rates)
 
 
 def run_training(config: str, minutes: float, out: Path, extra: list[str]) -> dict:
-    """Train in a child process so its peak memory is its own."""
-    code = (
-        "import json,resource,sys\n"
-        "from attnmt.config import load_config\nfrom attnmt.train import train\n"
-        "cfg = load_config(sys.argv[1], sys.argv[2:])\ntrain(cfg)\n"
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
-    )
+    """Train with ``attnmt train`` in a child process so its peak memory is its own."""
     sets = [f"train.out_dir={out}", f"train.max_minutes={minutes}", "train.max_steps=10000000"]
-    proc = subprocess.run(
-        [sys.executable, "-c", code, config, *sets, *extra],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    peak = float(proc.stdout.strip().splitlines()[-1].split()[1])
+    cmd = [sys.executable, "-m", "attnmt", "train", config]
+    cmd += [arg for s in [*sets, *extra] for arg in ("--set", s)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, peak RSS included
+    if rc := os.waitstatus_to_exitcode(status):
+        raise subprocess.CalledProcessError(rc, cmd)
+    peak = usage.ru_maxrss / 1024  # KiB on Linux
     logs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     tps = [r["tokens_per_s"] for r in logs if r["kind"] == "train"]
     steps = max(r["step"] for r in logs)
@@ -92,7 +87,7 @@ def main() -> None:
     dev = read_corpus(str(out / "dev.tsv")).pairs
     test = read_corpus(str(out / "test.tsv")).pairs
     for name, pairs in (("dev", dev), ("test", test)):
-        r = evaluate(tr, pairs, beam=5)
+        r = evaluate(tr.with_options(beam=5), pairs)
         results[f"{name}_bleu"], results[f"{name}_chrf"] = r.bleu, r.chrf
         results["bleu_signature"] = r.bleu_signature
     sources = [s for s, _ in test[: args.sentences]]
@@ -100,11 +95,11 @@ def main() -> None:
     results["greedy_sent_per_s"] = timed_translate(tr, sources, 1, args.repeats)
     results["beam5_sent_per_s"] = timed_translate(tr, sources, 5, args.repeats)
     if args.ct2:
-        from attnmt.ct2 import CT2Translator, export_ctranslate2
+        from attnmt.ct2 import export_ctranslate2, load_translator
 
         for quant in ("float32", "int8"):
             path = export_ctranslate2(out / "best.pt", out / f"ct2_{quant}", quantization=quant)
-            ct = CT2Translator(path, intra_threads=args.threads)
+            ct = load_translator(path, threads=args.threads)
             results[f"ct2_{quant}_greedy_sent_per_s"] = timed_translate(
                 ct, sources, 1, args.repeats
             )
