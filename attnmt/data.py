@@ -5,15 +5,21 @@ Pipeline position: corpus pairs -> tokenizer ids -> **Batch** -> model.
 A source is ``ids + [<eos>]``; a target becomes ``tgt_in = [<bos>] + ids`` (what the decoder reads)
 and ``tgt_out = ids + [<eos>]`` (what it must predict). Masks are bool, True = real token.
 
-Batch order is a pure function of (seed, epoch): an interrupted run that knows its epoch and
-how many batches it consumed rebuilds exactly the same remaining batches on resume.
+Two batchers with one interface (``batches(epoch, rank, world)`` -> index lists, ``batch``):
+:class:`BucketBatcher` over examples in memory, and :class:`ShardBatcher` over examples that stay
+on disk (``prepare.Part``: memory-mapped shards), mixed from several corpora by weight. Batch
+order is a pure function of (seed, epoch): an interrupted run that knows its epoch and how many
+batches it consumed rebuilds exactly the same remaining batches on resume.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -89,6 +95,9 @@ class BucketBatcher:
         self.seed = seed
         self.shuffle = shuffle
 
+    def __len__(self) -> int:
+        return len(self.examples)
+
     def batches(self, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
         """Example indices of every batch of ``epoch`` that belongs to ``rank`` of ``world``.
 
@@ -123,3 +132,160 @@ class BucketBatcher:
 
     def batch(self, indices: list[int]) -> Batch:
         return make_batch([self.examples[i] for i in indices])
+
+
+# --------------------------------------------------------------------------------------------
+# Examples on disk: ShardBatcher
+# --------------------------------------------------------------------------------------------
+
+WINDOW = 1 << 16  # examples sorted by length together: the bound of the shuffle window
+
+
+class ExampleSource(Protocol):
+    """Examples read by index (``prepare.Part``); ``lengths`` is (N, 2) source, target."""
+
+    lengths: np.ndarray
+
+    def examples(self, indices: np.ndarray) -> list[Example]: ...
+
+
+class EpochBatches(Sequence):
+    """One epoch's batches of one rank: a flat index array and each batch's (start, end) in it,
+    a few bytes per example where a list per batch would cost a Python int per example.
+    Items are ``list[int]``, as BucketBatcher's are."""
+
+    def __init__(self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+        self.flat, self.starts, self.ends = flat, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int | slice):  # an int gives a batch, a slice a list of them
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.flat[self.starts[i] : self.ends[i]].tolist()
+
+
+def cut_sorted(widths: list[int], batch_tokens: int) -> list[int]:
+    """End positions of consecutive batches over ``widths`` (ascending): each batch's rows times
+    its widest row stay within ``batch_tokens``; a row wider than that goes alone."""
+    ends, i, n = [], 0, len(widths)
+    while i < n:
+        # The most rows r with r * widths[i + r - 1] <= batch_tokens (rising in r: binary search).
+        lo, hi = 1, max(1, min(n - i, batch_tokens // widths[i]))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if mid * widths[i + mid - 1] <= batch_tokens else (lo, mid - 1)
+        i += lo
+        ends.append(i)
+    return ends
+
+
+class ShardBatcher:
+    """Length-bucketed batches over examples on disk, mixed from one or more sources.
+
+    An epoch: without ``weights`` every example once; with them, source k gives
+    ``round(N * w_k / sum(w))`` examples of the N in all, drawn from an endless run of
+    reshuffled passes over it (a 3:1 mix repeats a small in-domain corpus, samples a big web
+    one). The epoch order is shuffled, cut into windows of ``window`` examples, each window
+    sorted by length and cut into batches within ``batch_tokens`` (padded size: rows * (longest
+    side + 1)), and the batches are shuffled. Only index and length arrays are in memory; a
+    rank reads the tokens of its own batches only. ``shuffle=False`` (validation): file order,
+    each window sorted.
+    """
+
+    def __init__(self, sources: Sequence[ExampleSource], batch_tokens: int, seed: int,
+                 shuffle: bool = True, weights: Sequence[float] | None = None,
+                 window: int = WINDOW):  # fmt: skip
+        sizes = [len(s.lengths) for s in sources]
+        if not sum(sizes):
+            raise ValueError("no training examples left (empty corpus, or all over data.max_len)")
+        if weights is not None and (len(weights) != len(sources) or min(weights) < 0
+                                    or sum(weights) <= 0):  # fmt: skip
+            raise ValueError(f"weights: one per corpus, >= 0, not all 0; got {list(weights)}")
+        self.sources, self.batch_tokens, self.shuffle = list(sources), batch_tokens, shuffle
+        self.seed, self.window = seed % 2**63, window
+        self.bases = np.cumsum([0, *sizes])  # global index of each source's first example
+        self.lengths = (
+            sources[0].lengths
+            if len(sources) == 1
+            else np.concatenate([np.asarray(s.lengths) for s in sources])
+        )  # (N, 2)
+        total = sum(sizes)
+        if weights is not None:  # an empty corpus gives nothing, whatever its weight
+            weights = [w if n else 0.0 for n, w in zip(sizes, weights)]
+        self.quotas = (
+            sizes
+            if weights is None or not sum(weights)
+            else [round(total * w / sum(weights)) for w in weights]
+        )
+        self.dtype = np.int32 if total < 2**31 else np.int64
+
+    def __len__(self) -> int:
+        """Examples per epoch."""
+        return sum(self.quotas)
+
+    def _rng(self, *words: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, *words])
+
+    def _passes(self, k: int, start: int, count: int) -> np.ndarray:
+        """Positions [start, start + count) of source k's endless run of shuffled passes."""
+        n, out = len(self.sources[k].lengths), []
+        while count > 0:
+            p, off = divmod(start, n)
+            take = min(n - off, count)
+            out.append(self._rng(1, k, p).permutation(n)[off : off + take].astype(self.dtype))
+            start, count = start + take, count - take
+        return np.concatenate(out) if out else np.zeros(0, self.dtype)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Every example index of ``epoch``, in the order windows are cut from."""
+        if not self.shuffle:
+            return np.arange(self.bases[-1], dtype=self.dtype)
+        if self.quotas == [len(s.lengths) for s in self.sources]:
+            order = np.arange(self.bases[-1], dtype=self.dtype)
+        else:
+            order = np.concatenate(
+                [self._passes(k, epoch * q, q) + self.bases[k] for k, q in enumerate(self.quotas)]
+            ).astype(self.dtype)
+        self._rng(0, epoch).shuffle(order)
+        return order
+
+    def _cut(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Windows of ``order`` sorted by length and cut: (flat order, batch starts, ends)."""
+        lengths = np.asarray(self.lengths[order], dtype=np.int64)  # (N, 2)
+        widths = lengths.max(axis=1) + 1  # (N,) padded width of a row: longest side + <eos>
+        flat, starts, ends = np.empty_like(order), [], []
+        for a in range(0, len(order), self.window):
+            b = min(a + self.window, len(order))
+            # Stable: equal lengths keep the (shuffled) epoch order, a random tie-break.
+            idx = np.lexsort((lengths[a:b, 0], lengths[a:b, 1], widths[a:b]))
+            flat[a:b] = order[a:b][idx]
+            cuts = cut_sorted(widths[a:b][idx].tolist(), self.batch_tokens)
+            starts += [a, *(a + e for e in cuts[:-1])]
+            ends += [a + e for e in cuts]
+        return flat, np.array(starts, np.int64), np.array(ends, np.int64)
+
+    def batches(self, epoch: int, rank: int = 0, world: int = 1) -> EpochBatches:
+        """Example indices of every batch of ``epoch`` that belongs to ``rank`` of ``world``
+        (interleaved, remainder dropped, as BucketBatcher does)."""
+        flat, starts, ends = self._cut(self.epoch_order(epoch))
+        if self.shuffle:
+            perm = self._rng(2, epoch).permutation(len(starts))
+            starts, ends = starts[perm], ends[perm]
+        if world > 1:
+            usable = len(starts) - len(starts) % world
+            starts, ends = starts[rank:usable:world], ends[rank:usable:world]
+        return EpochBatches(flat, starts, ends)
+
+    def batch(self, indices: Sequence[int]) -> Batch:
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(self.sources) == 1:
+            return make_batch(self.sources[0].examples(idx))
+        which = np.searchsorted(self.bases, idx, side="right") - 1
+        examples: list[Example] = [([], [])] * len(idx)
+        for k in np.unique(which).tolist():
+            at = np.flatnonzero(which == k)
+            for j, ex in zip(at.tolist(), self.sources[k].examples(idx[at] - self.bases[k])):
+                examples[j] = ex
+        return make_batch(examples)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
-from attnmt.data import BucketBatcher, encode_pairs, make_batch, pad, source_tensor
+from attnmt.data import (
+    BucketBatcher,
+    ShardBatcher,
+    cut_sorted,
+    encode_pairs,
+    make_batch,
+    pad,
+    source_tensor,
+)
 from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, WordTokenizer
 
 
@@ -130,3 +140,164 @@ def test_bucket_batcher_two_ranks(n):
 def test_bucket_batcher_empty():
     with pytest.raises(ValueError, match="no training examples"):
         BucketBatcher([], batch_tokens=10, seed=0)
+
+
+# ------------------------------------------------------------------------------------------
+# ShardBatcher (examples read by index, as from prepared shards)
+# ------------------------------------------------------------------------------------------
+
+
+class ListSource:
+    """An ExampleSource over a list, standing in for prepare.Part."""
+
+    def __init__(self, examples):
+        self.items = examples
+        self.lengths = np.array([[len(s), len(t)] for s, t in examples], np.uint16).reshape(-1, 2)
+        self.reads = 0
+
+    def examples(self, indices):
+        self.reads += len(indices)
+        return [self.items[i] for i in np.asarray(indices).tolist()]
+
+
+def distinct_examples(n: int, seed: int = 0, first_id: int = 4):
+    """Random lengths, and a distinct first source id per example so contents are traceable."""
+    rng = random.Random(seed)
+    return [([first_id + i] + [4] * rng.randint(0, 20), [5] * rng.randint(0, 25)) for i in range(n)]
+
+
+def flat(batches) -> list[int]:
+    return [i for b in batches for i in b]
+
+
+def widest(examples, b) -> int:
+    return max(max(len(examples[i][0]), len(examples[i][1])) + 1 for i in b)
+
+
+@pytest.mark.parametrize("batch_tokens,window", [(30, 1000), (64, 40), (200, 7)])
+def test_shard_batcher_each_example_once_within_budget(batch_tokens, window):
+    examples = distinct_examples(157)
+    batcher = ShardBatcher([ListSource(examples)], batch_tokens, seed=1, window=window)
+    assert len(batcher) == 157
+    for epoch in (0, 1):
+        batches = batcher.batches(epoch)
+        assert sorted(flat(batches)) == list(range(len(examples)))
+        for b in batches:
+            assert len(b) * widest(examples, b) <= batch_tokens or len(b) == 1
+            batch = batcher.batch(b)
+            assert batch.src.numel() <= batch_tokens or len(b) == 1
+            assert torch.equal(batch.tgt_out, make_batch([examples[i] for i in b]).tgt_out)
+            assert batch.src[:, 0].tolist() == [examples[i][0][0] for i in b]  # rows in order
+
+
+def test_shard_batcher_deterministic_per_seed_and_epoch():
+    examples = distinct_examples(300)
+
+    def make(seed):
+        return ShardBatcher([ListSource(examples)], 60, seed=seed, window=50)
+
+    a, b = make(3), make(3)
+    assert list(a.batches(0)) == list(b.batches(0))  # a resumed run rebuilds the same epoch
+    assert list(a.batches(5)) == list(b.batches(5))
+    assert list(a.batches(0)) != list(a.batches(1))
+    assert list(a.batches(0)) != list(make(4).batches(0))
+
+
+def test_shard_batcher_sorts_within_bounded_windows():
+    examples = distinct_examples(500)
+    batcher = ShardBatcher([ListSource(examples)], 80, seed=2, window=64)
+    where = {int(i): pos // 64 for pos, i in enumerate(batcher.epoch_order(0))}
+    for b in batcher.batches(0):
+        assert len({where[i] for i in b}) == 1  # a batch never reaches past its window
+    padded = sum(batcher.batch(b).tgt_out.numel() for b in batcher.batches(0))
+    real = sum(len(t) + 1 for _, t in examples)
+    assert real / padded > 0.6  # still bucketed: little padding
+
+
+def test_shard_batcher_unshuffled_is_sorted_and_fixed():
+    examples = distinct_examples(50)
+    a = ShardBatcher([ListSource(examples)], 80, seed=0, shuffle=False)
+    assert list(a.batches(0)) == list(ShardBatcher([ListSource(examples)], 80, 9,
+                                                   shuffle=False).batches(3))  # fmt: skip
+    keys = [(widest(examples, [i]), len(examples[i][1])) for i in flat(a.batches(0))]
+    assert keys == sorted(keys)
+
+
+def test_shard_batcher_over_long_example_alone():
+    examples = [([4] * 3, [5] * 3), ([4] * 50, [5] * 2), ([4], [5])]
+    batches = list(ShardBatcher([ListSource(examples)], 20, seed=0).batches(0))
+    assert [1] in batches and sorted(flat(batches)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("n", [97, 40, 7])
+def test_shard_batcher_ranks_disjoint_and_read_only_their_share(n):
+    examples = distinct_examples(n, seed=2)
+    everything = ShardBatcher([ListSource(examples)], 40, seed=5).batches(2)
+    shares = []
+    for rank in (0, 1):
+        source = ListSource(examples)
+        batcher = ShardBatcher([source], 40, seed=5)
+        batches = batcher.batches(2, rank=rank, world=2)
+        for b in batches:
+            batcher.batch(b)
+        shares.append(batches)
+        assert source.reads == len(flat(batches))  # no other rank's examples were read
+    r0, r1 = shares
+    assert len(r0) == len(r1) > 0  # equal steps per rank, or DDP would hang
+    assert not set(flat(r0)) & set(flat(r1))
+    assert len(r0) + len(r1) >= len(everything) - 1  # at most one batch is left over
+    assert list(r0) == list(everything)[0 : 2 * len(r0) : 2]  # interleaved, as BucketBatcher
+
+
+def test_shard_batcher_several_sources_without_weights():
+    a, b = distinct_examples(60, seed=1), distinct_examples(90, seed=2, first_id=100)
+    batcher = ShardBatcher([ListSource(a), ListSource(b)], 50, seed=0, window=32)
+    batches = batcher.batches(0)
+    assert sorted(flat(batches)) == list(range(150))
+    both = a + b
+    for idx in list(batches)[:10]:
+        assert batcher.batch(idx).src[:, 0].tolist() == [both[i][0][0] for i in idx]
+
+
+def test_shard_batcher_weights_are_respected():
+    small, big = distinct_examples(100, seed=1), distinct_examples(400, seed=2, first_id=1000)
+    batcher = ShardBatcher([ListSource(small), ListSource(big)], 60, seed=0,
+                           weights=[3, 1])  # fmt: skip
+    assert len(batcher) == 500 and batcher.quotas == [375, 125]
+    seen: Counter[int] = Counter()
+    for epoch in range(4):
+        ids = flat(batcher.batches(epoch))
+        assert sum(i < 100 for i in ids) == 375 and sum(i >= 100 for i in ids) == 125
+        if epoch == 0:
+            assert len(set(i for i in ids if i >= 100)) == 125  # no repeats within a pass
+        seen.update(ids)
+    assert {seen[i] for i in range(100)} == {15}  # 4 * 375 draws = 15 whole passes
+    assert {seen[i] for i in range(100, 500)} <= {1, 2}  # 1.25 passes of the big one
+
+
+def test_shard_batcher_empty_weighted_source_gives_nothing():
+    examples = distinct_examples(30)
+    batcher = ShardBatcher([ListSource([]), ListSource(examples)], 60, seed=0, weights=[3, 1])
+    assert batcher.quotas == [0, 30]
+    assert sorted(flat(batcher.batches(1))) == list(range(30))
+
+
+def test_shard_batcher_batches_behave_like_lists():
+    batches = ShardBatcher([ListSource(distinct_examples(80))], 40, seed=0).batches(0)
+    as_list = list(batches)
+    assert batches[-1] == as_list[-1] and batches[1:4] == as_list[1:4]
+    assert all(isinstance(b, list) and isinstance(b[0], int) for b in batches[:3])
+
+
+def test_shard_batcher_refuses_empty_and_bad_weights():
+    with pytest.raises(ValueError, match="no training examples"):
+        ShardBatcher([ListSource([])], 10, seed=0)
+    one = ListSource(distinct_examples(5))
+    for weights in ([1], [1, -1], [0, 0]):
+        with pytest.raises(ValueError, match="weights"):
+            ShardBatcher([one, one], 10, seed=0, weights=weights)
+
+
+def test_cut_sorted_fits_the_widest_row():
+    assert cut_sorted([2, 2, 2, 2, 5, 5], 10) == [4, 6]
+    assert cut_sorted([3, 3, 9, 30], 10) == [2, 3, 4]  # 3*9 > 10: refit; 30 alone
