@@ -1,19 +1,32 @@
 """Load test for the attnmt HTTP server: throughput, latency percentiles, errors, server memory.
 
 Starts ``attnmt.serve.serve`` on 127.0.0.1 for a checkpoint (or uses a running server via
-``--url``), then runs N concurrent async clients against ``POST /v1/translate`` for a bounded
-time and number of requests. Example::
+``--url``), then runs a workload for a bounded time and number of requests:
+
+* ``clients``: N concurrent async clients against ``POST /v1/translate``;
+* ``heavy``: light one-sentence clients while other clients send the heaviest request the
+  server admits (by default the issue #17 request: 32 sentences of 1,000 characters at beam 10,
+  halved until it is not refused with 413);
+* ``idle``: light clients while many connections are held open without sending a request (a
+  third send nothing, a third half their headers, a third headers and no body);
+* ``all``: the three in turn on one server.
+
+Each reports errors, p50/p99 latency of the light requests and the server's memory (resident
+size before, at its peak, after). Example::
 
     python bench/load_test.py --model runs/demo/best.pt --clients 32 --duration 30
-    python bench/load_test.py --url http://127.0.0.1:8000 --pid 12345 --json
+    python bench/load_test.py --model runs/demo/best.pt --workload all --duration 20 --json
+    python bench/load_test.py --url http://127.0.0.1:8000 --pid 12345 --workload idle
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -31,6 +44,12 @@ SENTENCES = [
     "The cat sleeps on the warm chair.",
     "She reads a long book every evening.",
     "Where is the train station?",
+]
+IDLE_STARTS = [  # how a held connection starts: nothing, half its headers, headers and no body
+    b"",
+    b"POST /v1/translate HTTP/1.1\r\nHost: load\r\n",
+    b"POST /v1/translate HTTP/1.1\r\nHost: load\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n",
 ]
 
 
@@ -84,57 +103,197 @@ def start_server(model: str, port: int, timeout_s: float = 120) -> subprocess.Po
     raise SystemExit(f"server did not answer /health within {timeout_s:.0f} s")
 
 
-async def run_clients(
-    url: str, clients: int, duration: float, max_requests: int, per_request: int, beam: int | None
-) -> dict:
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    sent = 0
-    deadline = time.monotonic() + duration
-    rng = random.Random(0)
+class Stats:
+    """Latencies of successful requests and counts of failed ones, by kind."""
 
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal sent
-        while time.monotonic() < deadline and sent < max_requests:
-            sent += 1
-            body: dict = {"text": [rng.choice(SENTENCES) for _ in range(per_request)]}
-            if beam is not None:
-                body["beam"] = beam
-            t0 = time.perf_counter()
-            try:
-                r = await http.post("/v1/translate", json=body)
-                key = None if r.status_code == 200 else f"HTTP {r.status_code}"
-            except httpx.HTTPError as e:
-                key = type(e).__name__
-            if key is None:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                errors[key] = errors.get(key, 0) + 1
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    def pct(self, p: float) -> float | None:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else None
+
+    def report(self, elapsed: float, per_request: int = 1) -> dict:
+        return {
+            "requests_ok": len(self.latencies),
+            "errors": sum(self.errors.values()),
+            "error_kinds": self.errors,
+            "req_per_s": len(self.latencies) / elapsed,
+            "sentences_per_s": len(self.latencies) * per_request / elapsed,
+            "latency_ms": {"p50": self.pct(0.50), "p90": self.pct(0.90), "p99": self.pct(0.99)},
+        }
+
+
+async def post(http: httpx.AsyncClient, body: dict, stats: Stats) -> int | None:
+    """One request; its latency (if 200) or its failure goes to ``stats``; returns the status."""
+    t0 = time.perf_counter()
+    try:
+        r = await http.post("/v1/translate", json=body)
+    except httpx.HTTPError as e:
+        stats.errors[type(e).__name__] = stats.errors.get(type(e).__name__, 0) + 1
+        return None
+    if r.status_code == 200:
+        stats.latencies.append(time.perf_counter() - t0)
+    else:
+        stats.errors[f"HTTP {r.status_code}"] = stats.errors.get(f"HTTP {r.status_code}", 0) + 1
+    return r.status_code
+
+
+async def clients_loop(
+    http: httpx.AsyncClient, n: int, until: float, budget: list[int], make_body, stats: Stats
+) -> None:
+    """``n`` clients sending ``make_body()`` back to back until ``until`` or the budget is spent."""
+
+    async def client() -> None:
+        while time.monotonic() < until and budget[0] > 0:
+            budget[0] -= 1
+            await post(http, make_body(), stats)
+
+    await asyncio.gather(*(client() for _ in range(n)))
+
+
+@contextlib.asynccontextmanager
+async def memory_watch(pid: int | None, out: dict):
+    """Samples the server's resident memory while the block runs: before, peak, after."""
+    out["rss_mib_before"] = rss_mib(pid)
+    peak = [out["rss_mib_before"] or 0.0]
+
+    async def sample() -> None:
+        while True:
+            peak[0] = max(peak[0], rss_mib(pid) or 0.0)
+            await asyncio.sleep(0.25)
+
+    task = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        task.cancel()
+        out["rss_mib_after"] = rss_mib(pid)
+        out["rss_mib_peak"] = max(peak[0], out["rss_mib_after"] or 0.0) if pid else None
+
+
+def light_body(rng: random.Random, per_request: int, beam: int | None) -> dict:
+    body: dict = {"text": [rng.choice(SENTENCES) for _ in range(per_request)]}
+    if beam is not None:
+        body["beam"] = beam
+    return body
+
+
+def client_for(url: str, connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
+
+
+async def run_clients(url: str, pid: int | None, args: argparse.Namespace) -> dict:
+    """The ``clients`` workload: --clients concurrent light clients."""
+    stats, out, rng = Stats(), {"workload": "clients", "clients": args.clients}, random.Random(0)
     start = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        await asyncio.gather(*(client(http) for _ in range(clients)))
+    async with memory_watch(pid, out), client_for(url, args.clients) as http:
+        await clients_loop(
+            http, args.clients, time.monotonic() + args.duration, [args.max_requests],
+            lambda: light_body(rng, args.sentences, args.beam), stats,
+        )  # fmt: skip
     elapsed = time.perf_counter() - start
-    latencies.sort()
+    return {**out, "elapsed_s": elapsed, **stats.report(elapsed, args.sentences)}
 
-    def pct(p: float) -> float | None:
-        return (
-            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
-            if latencies
-            else None
-        )
 
-    return {
-        "clients": clients,
-        "elapsed_s": elapsed,
-        "requests_ok": len(latencies),
-        "errors": sum(errors.values()),
-        "error_kinds": errors,
-        "req_per_s": len(latencies) / elapsed,
-        "sentences_per_s": len(latencies) * per_request / elapsed,
-        "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99)},
+async def admitted_heavy(http: httpx.AsyncClient, args: argparse.Namespace) -> tuple[dict, dict]:
+    """The heaviest request the server admits, from --heavy-sentences down by halves, and what
+    asking for it looked like (shape asked for, shape admitted, seconds for one)."""
+    text = " ".join(SENTENCES)
+    sentence = (text * (args.heavy_chars // len(text) + 1))[: args.heavy_chars]
+    n, shape = args.heavy_sentences, {}
+    while n >= 1:
+        body = {"text": [sentence] * n, "beam": args.heavy_beam}
+        t0 = time.perf_counter()
+        r = await http.post("/v1/translate", json=body)
+        if r.status_code != 413:
+            shape.update(status=r.status_code, seconds_alone=time.perf_counter() - t0)
+            break
+        n //= 2
+    asked = f"{args.heavy_sentences} x {args.heavy_chars} chars at beam {args.heavy_beam}"
+    shape.update(asked=asked, admitted_sentences=n)
+    return {"text": [sentence] * max(n, 1), "beam": args.heavy_beam}, shape
+
+
+async def run_heavy(url: str, pid: int | None, args: argparse.Namespace) -> dict:
+    """The ``heavy`` workload: light clients while --heavy-clients send the heavy request."""
+    light, heavy, rng = Stats(), Stats(), random.Random(0)
+    out: dict = {"workload": "heavy", "clients": args.clients, "heavy_clients": args.heavy_clients}
+    async with client_for(url, args.clients + args.heavy_clients) as http:
+        heavy_body, out["heavy_request"] = await admitted_heavy(http, args)
+        start = time.perf_counter()
+        until, budget = time.monotonic() + args.duration, [args.max_requests]
+        async with memory_watch(pid, out):
+            await asyncio.gather(
+                clients_loop(http, args.heavy_clients, until, budget, lambda: heavy_body, heavy),
+                clients_loop(http, args.clients, until, budget,
+                             lambda: light_body(rng, args.sentences, args.beam), light),
+            )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    return {**out, "elapsed_s": elapsed, **light.report(elapsed, args.sentences),
+            "heavy": heavy.report(elapsed)}  # fmt: skip
+
+
+def raise_own_fd_limit(need: int) -> None:
+    """This process holds --idle sockets: lift its soft ``ulimit -n`` towards the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        top = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
+
+
+async def hold_connection(host: str, port: int, start: bytes, until: float) -> float | str:
+    """Open a connection, send ``start`` and wait: the seconds until the server closed it, or
+    "open" (still open at ``until``) or "refused" (could not connect)."""
+    t0 = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return "refused"
+    try:
+        writer.write(start)
+        await asyncio.wait_for(reader.read(), max(0.0, until - time.monotonic()))
+        return time.monotonic() - t0
+    except (TimeoutError, asyncio.TimeoutError):
+        return "open"
+    except OSError:  # reset by the server: closed too
+        return time.monotonic() - t0
+    finally:
+        writer.close()
+
+
+async def run_idle(url: str, pid: int | None, args: argparse.Namespace) -> dict:
+    """The ``idle`` workload: light clients while --idle connections are held open."""
+    raise_own_fd_limit(args.idle + args.clients + 64)
+    host, port = url.removeprefix("http://").split(":")
+    light, rng = Stats(), random.Random(0)
+    out: dict = {"workload": "idle", "clients": args.clients, "idle_connections": args.idle}
+    start = time.perf_counter()
+    until = time.monotonic() + args.duration
+    async with memory_watch(pid, out), client_for(url, args.clients) as http:
+        # The light clients connect first: beyond the server's connection cap new connections
+        # are closed, and this measures whether clients already connected are still served.
+        await asyncio.gather(*(post(http, light_body(rng, 1, None), Stats())
+                               for _ in range(args.clients)))  # fmt: skip
+        holders = [hold_connection(host, int(port), IDLE_STARTS[i % 3], until)
+                   for i in range(args.idle)]  # fmt: skip
+        closed, _ = await asyncio.gather(
+            asyncio.gather(*holders),
+            clients_loop(http, args.clients, until, [args.max_requests],
+                         lambda: light_body(rng, args.sentences, args.beam), light),
+        )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    times = sorted(t for t in closed if not isinstance(t, str))
+    out["idle"] = {
+        "closed_by_server": len(times),
+        "still_open_at_end": closed.count("open"),
+        "refused": closed.count("refused"),
+        "seconds_to_close_p50": times[len(times) // 2] if times else None,
+        "seconds_to_close_max": times[-1] if times else None,
     }
+    return {**out, "elapsed_s": elapsed, **light.report(elapsed, args.sentences)}
 
 
 def print_table(report: dict) -> None:
@@ -144,41 +303,67 @@ def print_table(report: dict) -> None:
     lat = report["latency_ms"]
     rows = [
         ("server", report["url"]),
-        ("clients", str(report["clients"])),
+        ("workload", report["workload"]),
+        ("light clients", str(report["clients"])),
         ("duration", fmt(report["elapsed_s"], " s")),
-        ("requests ok", str(report["requests_ok"])),
-        ("errors", f"{report['errors']} {report['error_kinds'] or ''}".strip()),
-        (
-            "throughput",
-            f"{fmt(report['req_per_s'])} req/s, {fmt(report['sentences_per_s'])} sent/s",
-        ),
-        ("latency p50", fmt(lat["p50"], " ms")),
-        ("latency p90", fmt(lat["p90"], " ms")),
-        ("latency p99", fmt(lat["p99"], " ms")),
+        ("light requests ok", str(report["requests_ok"])),
+        ("light errors", f"{report['errors']} {report['error_kinds'] or ''}".strip()),
+        ("throughput",
+         f"{fmt(report['req_per_s'])} req/s, {fmt(report['sentences_per_s'])} sent/s"),
+        ("light latency p50", fmt(lat["p50"], " ms")),
+        ("light latency p99", fmt(lat["p99"], " ms")),
+    ]  # fmt: skip
+    if "heavy" in report:
+        h = report["heavy"]
+        rows += [
+            ("heavy request", json.dumps(report["heavy_request"])),
+            ("heavy ok / errors", f"{h['requests_ok']} / {h['errors']} {h['error_kinds'] or ''}"),
+            ("heavy latency p50", fmt(h["latency_ms"]["p50"], " ms")),
+        ]
+    if "idle" in report:
+        rows.append(("held connections", json.dumps(report["idle"])))
+    rows += [
         ("server RSS before", fmt(report["rss_mib_before"], " MiB")),
+        ("server RSS peak", fmt(report["rss_mib_peak"], " MiB")),
         ("server RSS after", fmt(report["rss_mib_after"], " MiB")),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
+    print()
 
 
-def main(argv: list[str] | None = None) -> int:
+WORKLOADS = {"clients": run_clients, "heavy": run_heavy, "idle": run_idle}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="checkpoint (.pt or run dir): start a server for it")
     src.add_argument("--url", help="base URL of a running server, e.g. http://127.0.0.1:8000")
     p.add_argument("--pid", type=int, help="with --url: server process id, for its memory use")
-    p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
+    p.add_argument("--workload", choices=[*WORKLOADS, "all"], default="clients")
+    p.add_argument("--clients", type=int, default=32, help="concurrent light clients (32)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per workload (30)")
     p.add_argument("--max-requests", type=int, default=20_000, help="hard cap on requests")
-    p.add_argument("--sentences", type=int, default=1, help="sentences per request (default 1)")
-    p.add_argument("--beam", type=int, help="beam size to request (default: the model's)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--sentences", type=int, default=1, help="sentences per light request (1)")
+    p.add_argument("--beam", type=int, help="beam of light requests (default: the model's)")
+    p.add_argument("--heavy-clients", type=int, default=1, help="clients sending heavy ones (1)")
+    p.add_argument("--heavy-sentences", type=int, default=32, help="heavy request sentences (32)")
+    p.add_argument("--heavy-chars", type=int, default=1000, help="characters per sentence (1000)")
+    p.add_argument("--heavy-beam", type=int, default=10, help="heavy request beam (10)")
+    p.add_argument("--idle", type=int, default=1030, help="connections held open (1030)")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
     args = p.parse_args(argv)
-    if args.clients < 1 or args.duration <= 0 or args.max_requests < 1 or args.sentences < 1:
-        p.error("--clients, --duration, --max-requests and --sentences must be positive")
+    counts = (args.clients, args.max_requests, args.sentences, args.heavy_clients,
+              args.heavy_sentences, args.heavy_chars, args.heavy_beam, args.idle)  # fmt: skip
+    if min(counts) < 1 or args.duration <= 0:
+        p.error("--duration and every count option must be positive")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     proc = None
     if args.model:
         port = free_port()
@@ -186,14 +371,12 @@ def main(argv: list[str] | None = None) -> int:
         url, pid = f"http://127.0.0.1:{port}", proc.pid
     else:
         url, pid = args.url.rstrip("/"), args.pid
+    names = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    reports = []
     try:
-        before = rss_mib(pid)
-        report = asyncio.run(
-            run_clients(
-                url, args.clients, args.duration, args.max_requests, args.sentences, args.beam
-            )
-        )
-        report.update(url=url, rss_mib_before=before, rss_mib_after=rss_mib(pid))
+        for name in names:
+            report = asyncio.run(WORKLOADS[name](url, pid, args))
+            reports.append({**report, "url": url})
     finally:
         if proc is not None:
             proc.terminate()
@@ -202,10 +385,11 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
     else:
-        print_table(report)
-    return 0 if report["errors"] == 0 else 1
+        for report in reports:
+            print_table(report)
+    return 0 if all(r["errors"] == 0 for r in reports) else 1
 
 
 if __name__ == "__main__":

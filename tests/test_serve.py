@@ -17,7 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
-from attnmt.serve import ServeLimits, create_app, serve
+from attnmt.serve import ServeLimits, create_app, serve, server_config
 from attnmt.translate import DecodeOptions, Translator
 
 POISON = "__poison__"  # CountingTranslator raises ValueError for a batch containing this
@@ -66,8 +66,7 @@ class LiveServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(app, log_level="warning"))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )
