@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from attnmt.atomic import write_atomic
+from attnmt.atomic import make_dirs, write_atomic, write_error
 from attnmt.config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
 from attnmt.interface import Seq2Seq
 from attnmt.tokenizer import Tokenizer, tokenizer_from_dict
@@ -125,7 +125,7 @@ class Checkpoint:
         try:
             model.load_state_dict(self.weights)
         except RuntimeError as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            first = first_line(e)
             raise CheckpointError(
                 f"{self.path or 'checkpoint'}: its weights do not fit its model config "
                 f"(model.arch={cfg.arch}, hidden={cfg.hidden}, layers={cfg.layers}): {first}"
@@ -158,12 +158,17 @@ class Checkpoint:
             src_tok = tokenizer_from_dict(raw["src_tokenizer"])
             tgt_tok = tokenizer_from_dict(raw["tgt_tokenizer"])
         except (ConfigError, ValueError, RuntimeError, TypeError) as e:
-            first = (str(e).splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise CheckpointError(f"{path}: unusable checkpoint ({first})") from None
         training = None
         if all(k in raw for k in ("optimizer", "progress", "rng")):
             training = TrainingState(raw["optimizer"], raw["progress"], raw["rng"])
         return cls(config, raw["model"], src_tok, tgt_tok, training, path)
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line (libraries' messages run to many), or its type's name."""
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -252,8 +257,11 @@ class RunLock:
     def __enter__(self) -> RunLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 -- held until __exit__
+        make_dirs(self.path.parent)
+        try:
+            f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 -- held until __exit__
+        except OSError as e:
+            raise write_error(self.path, e) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -264,10 +272,14 @@ class RunLock:
                 f"{self.path.parent}: another attnmt train (PID {holder}) is writing this run "
                 "directory; wait for it to finish or use another train.out_dir"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+        except OSError as e:  # a full disk: the lock is still held, until close
+            f.close()
+            raise write_error(self.path, e) from None
         self.file = f
         return self
 

@@ -106,17 +106,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, args.overrides, args.config)
 
 
-def cmd_translate(args: argparse.Namespace) -> int:
-    from attnmt.atomic import write_text_atomic
+def read_input(path: str | None) -> list[str]:
+    """The lines to translate, from ``-i FILE`` or stdin, read alike: one per ``\\n`` (never
+    split at U+2028 and the like), strict UTF-8 naming the file or ``<stdin>`` and the line, a
+    leading BOM dropped (``corpus.read_lines``)."""
+    from attnmt.corpus import read_lines
 
+    return read_lines(path) if path else read_lines(sys.stdin.buffer, "<stdin>")
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from attnmt.atomic import prepare_target, write_text_atomic
+
+    if args.output:
+        prepare_target(args.output)  # a directory in the way is refused before any work
     tr = _translator(args)
-    if args.input:
-        try:
-            lines = Path(args.input).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{args.input}: cannot read input ({e})") from None
-    else:
-        lines = sys.stdin.read().splitlines()
+    lines = read_input(args.input)
     n_best = tr.options.n_best
     results = tr.translate(lines)
     out = []
@@ -146,13 +151,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.limit:
         pairs = pairs[: args.limit]
     result = evaluate(tr, pairs)
-    if args.output:
-        write_text_atomic(args.output, "".join(h + "\n" for h in result.hypotheses))
     if args.json:
         fields = ["bleu", "chrf", "bleu_signature", "chrf_signature", "perplexity", "sentences"]
         print(json.dumps({k: getattr(result, k) for k in fields}, indent=2))
     else:
         print(result.report())
+    sys.stdout.flush()  # the scores are out even if the hypotheses cannot be written
+    if args.output:
+        write_text_atomic(args.output, "".join(h + "\n" for h in result.hypotheses))
     return 0
 
 
@@ -200,7 +206,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format != "ctranslate2":
         raise ValueError(f"--format: unknown export format {args.format!r}")
-    path = export_ctranslate2(args.model, args.out, quantization=args.quantization)
+    path = export_ctranslate2(
+        args.model, args.out, quantization=args.quantization, force=args.force
+    )
     print(f"exported CTranslate2 model to {path}")
     return 0
 
@@ -239,7 +247,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train (or resume) a model from a YAML config")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); default: all defaults")
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="YAML config (see configs/); default: all defaults. The run goes to train.out_dir, "
+        "or runs/CONFIG_NAME when the config names none",
+    )
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -311,6 +324,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quantization", help="CTranslate2 weight type: int8, int8_float32, float16, ..."
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty folder that is not an earlier export (its other files stay)",
+    )
     p.set_defaults(func=cmd_export)
 
 
@@ -322,8 +340,31 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_data)
 
 
+# Numeric flags that are not decode options (DecodeOptions checks those): smallest, largest.
+FLAG_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "threads": (0, None),
+    "port": (1, 65535),
+    "limit": (0, None),
+    "top_k": (1, None),
+}
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse an out-of-range numeric flag by name, before anything is loaded."""
+    for dest, (low, high) in FLAG_BOUNDS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if value < low:
+            raise ValueError(f"{flag}: must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise ValueError(f"{flag}: must be <= {high}, got {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from attnmt.atomic import WriteError
     from attnmt.checkpoint import CheckpointError
     from attnmt.config import ConfigError
     from attnmt.download import DownloadError
@@ -332,10 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         CheckpointError,
         DownloadError,
+        WriteError,
         ValueError,
         FileNotFoundError,
     )
     try:
+        check_flags(args)
         return args.func(args)
     except user_errors as e:
         print(f"error: {e}", file=sys.stderr)

@@ -61,7 +61,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    out_dir: str = "runs/demo"  # where checkpoints, logs and the resolved config go
+    # Where checkpoints, logs, the splits and the resolved config go. A config file that names
+    # none gets runs/<file name without .yaml> (load_config), so two config files never share a
+    # run directory by default; with no file at all it is this one. (The demo sets runs/demo.)
+    out_dir: str = "runs/default"
     seed: int = 1234  # seeds data order, initialisation and dropout: same seed, same run
     batch_tokens: int = 2000  # target tokens per batch (length-bucketed)
     accum: int = 1  # gradient accumulation: batches per optimizer step
@@ -250,6 +253,8 @@ def check_config(cfg: Config, source: str = "<config>") -> Config:
         if not low <= v < high:
             raise ConfigError(f"{source}: {key}: must be in [{low:g}, {high:g}), got {v}")
     d, t = cfg.data, cfg.train
+    if not t.out_dir.strip():
+        raise ConfigError(f"{source}: train.out_dir: empty; name the run directory")
     if d.dev_fraction + d.test_fraction >= 1:
         raise ConfigError(f"{source}: data.dev_fraction + data.test_fraction must be < 1")
     if not all(0.0 <= b < 1.0 for b in t.betas):
@@ -287,20 +292,41 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from defaults when path is None) and apply overrides."""
+    """Read a YAML config (or start from defaults when path is None) and apply overrides.
+
+    A config file that sets no ``train.out_dir`` (nor ``--set train.out_dir=...``) runs in
+    ``runs/<file stem>``: a run directory belongs to one config, never to every file that
+    forgot to name one.
+    """
+    overrides = overrides or []
     if path is None:
-        cfg = Config()
+        cfg, raw = Config(), {}
     else:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        raw = _read_yaml(path)
         cfg = config_from_dict(raw, source=str(path))
+    named = "out_dir" in (raw.get("train") or {}) or any(
+        o.split("=", 1)[0].strip() == "train.out_dir" for o in overrides
+    )
+    if path is not None and not named:
+        cfg.train.out_dir = str(Path("runs") / path.stem)
     where = (str(path) if path else "config") + (" + --set" if overrides else "")
-    return check_config(apply_overrides(cfg, overrides or []), where)
+    return check_config(apply_overrides(cfg, overrides), where)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); is it a YAML file?") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
+from typing import BinaryIO
 
 Pair = tuple[str, str]
 
@@ -56,26 +57,45 @@ def normalize(text: str, lowercase: bool = False) -> str:
     return text.lower() if lowercase else text
 
 
+def _split_lines(f: BinaryIO) -> Iterator[bytes]:
+    """Lines as bytes without the line ending, LF or CRLF: a line ends at ``\\n`` and nowhere
+    else (not at U+2028, form feed, ... as ``str.splitlines`` would). A final newline adds no
+    empty line; a UTF-8 byte-order mark opening the file is dropped."""
+    for lineno, raw in enumerate(f, start=1):  # a binary file splits at b"\n" only
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+            if not raw:
+                return  # a file that is only a byte-order mark holds no lines
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        yield raw
+
+
 def _raw_lines(path: Path) -> Iterator[bytes]:
-    """Lines as bytes without the line ending; LF or CRLF. A final newline adds no empty line."""
     try:
         f = open(path, "rb")  # opened outside `with` so only open() errors are translated
     except FileNotFoundError:
         raise CorpusError(str(path), None, "file not found") from None
     except IsADirectoryError:
         raise CorpusError(str(path), None, "is a directory, expected a file") from None
+    except OSError as e:
+        raise CorpusError(str(path), None, f"cannot read ({e.strerror or e})") from None
     with f:
-        for raw in f:
-            if raw.endswith(b"\n"):
-                raw = raw[:-1]
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            yield raw
+        yield from _split_lines(f)
 
 
-def _decode(raw: bytes, path: Path, lineno: int) -> str:
-    if lineno == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM) :]
+def _decode(raw: bytes, path: str | Path, lineno: int) -> str:
+    if b"\r" in raw:
+        # Old Mac files end lines with a bare CR: read as one line, a 400-line corpus would be
+        # one pair. A CR inside a line is refused rather than guessed at.
+        raise CorpusError(
+            str(path),
+            lineno,
+            "carriage return (\\r) inside the line: lines must end with \\n "
+            "or \\r\\n (a file with old Mac line endings needs them converted to \\n)",
+        )
     try:
         return raw.decode("utf-8")  # strict: a wrong encoding must not turn into silent garbage
     except UnicodeDecodeError as e:
@@ -83,6 +103,17 @@ def _decode(raw: bytes, path: Path, lineno: int) -> str:
         raise CorpusError(
             str(path), lineno, f"invalid UTF-8 at byte {e.start} ({bad}); is the file UTF-8?"
         ) from None
+
+
+def read_lines(source: str | Path | BinaryIO, name: str = "<stdin>") -> list[str]:
+    """The text lines of a file, or of a binary stream called ``name`` (stdin), read as the corpus
+    is: exactly one line per ``\\n`` (CRLF too), strict UTF-8 and a leading BOM dropped; a bad
+    line is a :class:`CorpusError` naming the file (or ``name``) and line."""
+    if isinstance(source, (str, Path)):
+        name, raws = str(source), _raw_lines(Path(source))
+    else:
+        raws = _split_lines(source)
+    return [_decode(raw, name, lineno) for lineno, raw in enumerate(raws, start=1)]
 
 
 def read_tsv(path: str | Path, reverse: bool = False, lowercase: bool = False) -> Corpus:

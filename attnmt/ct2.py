@@ -33,15 +33,18 @@ Mapping from :class:`attnmt.transformer.TransformerSeq2Seq` onto ``TransformerSp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from attnmt.checkpoint import Checkpoint
+from attnmt.atomic import make_dirs, write_atomic, write_text_atomic
+from attnmt.checkpoint import Checkpoint, CheckpointError, first_line
 from attnmt.config import load_config, save_config
 from attnmt.data import source_tensor
 from attnmt.search import Candidate, length_penalty, output_limits
@@ -52,6 +55,7 @@ from attnmt.translate import DecodeOptions, Translator
 MAX_POSITIONS = 1024  # rows of the exported position table: longest source and output, in tokens
 TOKENIZERS_FILE = "attnmt_tokenizers.pt"  # {"src": dict, "tgt": dict} for tokenizer_from_dict
 CONFIG_FILE = "attnmt_config.yaml"  # the checkpoint's resolved attnmt config (decode defaults)
+MANIFEST_FILE = "attnmt_export.json"  # the files the export wrote: all a later export may remove
 
 
 class ExportError(ValueError):
@@ -129,13 +133,18 @@ def _build_spec(sd: dict[str, np.ndarray], layers: int, heads: int, d_model: int
 
 
 def export_ctranslate2(
-    ckpt_path: str | Path, out_dir: str | Path, quantization: str | None = None
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    quantization: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write a CTranslate2 model directory for a Transformer checkpoint; returns ``out_dir``.
 
     ``quantization``: None (float32), "int8", "int8_float16", "int16", "float16", "bfloat16", ...
     (any CTranslate2 quantization). The directory also holds the tokenizers and the attnmt config,
-    so :func:`load_translator` needs nothing else. Written to a temp dir, then renamed into place.
+    so :func:`load_translator` needs nothing else. Written to a temp dir, then moved into place
+    (:func:`_install`): an earlier export is replaced, a non-empty folder export did not write is
+    refused unless ``force``, and a file export did not write is never removed.
     """
     ckpt = Checkpoint.load(ckpt_path)
     cfg = ckpt.config
@@ -144,14 +153,42 @@ def export_ctranslate2(
             f"{ckpt_path}: model.arch is {cfg.model.arch!r}; CTranslate2 has no RNN/LSTM decoder "
             "support, so only Transformer models (model.arch: transformer) can be exported"
         )
-    src_tok, tgt_tok = ckpt.src_tokenizer, ckpt.tgt_tokenizer
+    ckpt.build_model()  # weights that do not fit the config would export a broken model
+    out_dir = Path(out_dir)
+    foreign = _foreign_files(out_dir)  # refuse before the (slow) conversion
+    if foreign and not force:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ExportError(
+            f"--out {out_dir}: not empty and not an earlier attnmt export (it holds {shown}); "
+            "choose an empty or new folder, or pass --force to write into it (files of the same "
+            "names are replaced, the others kept)"
+        )
+    spec = _converted(ckpt, str(ckpt_path), quantization)
+    make_dirs(out_dir.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        spec.save(str(tmp))
+        tokenizers = {"src": ckpt.src_tokenizer.to_dict(), "tgt": ckpt.tgt_tokenizer.to_dict()}
+        write_atomic(tmp / TOKENIZERS_FILE, lambda f: torch.save(tokenizers, f))
+        save_config(cfg, tmp / CONFIG_FILE)
+        files = sorted(p.name for p in tmp.iterdir()) + [MANIFEST_FILE]
+        write_text_atomic(tmp / MANIFEST_FILE, json.dumps({"files": files}, indent=1) + "\n")
+        _install(tmp, out_dir, keep=foreign)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _converted(ckpt: Checkpoint, name: str, quantization: str | None) -> Any:
+    """The checkpoint as a validated, optimized ``TransformerSpec`` with its vocabularies."""
+    cfg = ckpt.config
     sd = {k: v.detach().float().cpu().numpy() for k, v in ckpt.weights.items()}
     try:
         spec = _build_spec(sd, cfg.model.layers, cfg.model.heads, cfg.model.hidden)
     except KeyError as e:
-        raise ExportError(f"{ckpt_path}: state_dict lacks {e}; not a TransformerSeq2Seq") from None
-    spec.register_source_vocabulary(_vocabulary(src_tok, "source"))
-    spec.register_target_vocabulary(_vocabulary(tgt_tok, "target"))
+        raise ExportError(f"{name}: state_dict lacks {e}; not a TransformerSeq2Seq") from None
+    spec.register_source_vocabulary(_vocabulary(ckpt.src_tokenizer, "source"))
+    spec.register_target_vocabulary(_vocabulary(ckpt.tgt_tokenizer, "target"))
     c = spec.config
     c.unk_token, c.bos_token, c.eos_token = "<unk>", "<bos>", "<eos>"
     c.decoder_start_token = "<bos>"  # tgt_in starts with <bos>
@@ -162,29 +199,48 @@ def export_ctranslate2(
         spec.optimize(quantization=quantization)
     except ValueError as e:  # CT2 names the accepted quantization types
         raise ExportError(f"quantization {quantization!r}: {e}") from None
+    return spec
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "model.bin").exists():
-        raise ExportError(
-            f"{out_dir}: exists and is not a CTranslate2 model; refusing to replace it"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+
+def _exported_files(out_dir: Path) -> set[str]:
+    """What an earlier export wrote into ``out_dir``, by its manifest (nothing without one)."""
     try:
-        spec.save(str(tmp))
-        torch.save({"src": src_tok.to_dict(), "tgt": tgt_tok.to_dict()}, tmp / TOKENIZERS_FILE)
-        save_config(cfg, tmp / CONFIG_FILE)
-        # A directory cannot be renamed over a non-empty one: move the old export aside first.
-        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
+        files = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {f for f in files if isinstance(f, str) and "/" not in f and f not in ("", ".", "..")}
+
+
+def _foreign_files(out_dir: Path) -> list[str]:
+    """The entries of ``out_dir`` that no earlier export wrote."""
+    if not out_dir.exists():
+        return []
+    if not out_dir.is_dir():
+        raise ExportError(f"--out {out_dir}: is a file, not a directory")
+    ours = _exported_files(out_dir)
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+
+
+def _install(tmp: Path, out_dir: Path, keep: list[str]) -> None:
+    """Move the finished export in ``tmp`` to ``out_dir``, removing only what exports wrote."""
+    if not keep:
+        # Nothing foreign: swap whole directories, so a reader sees the old export or the new.
+        old = None
         if out_dir.exists():
-            os.replace(out_dir, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=tmp.parent))
+            os.replace(out_dir, old)  # rename over the empty placeholder mkdtemp made
         os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    # --force into a folder with other files: file by file; files of the old export that this
+    # one does not write (a shared vocabulary file, say) go, everything else stays.
+    previous = _exported_files(out_dir)
+    new = {p.name for p in tmp.iterdir()}
+    for name in sorted(new):
+        os.replace(tmp / name, out_dir / name)
+    for name in sorted(previous - new - set(keep)):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 class CT2Engine:
@@ -243,7 +299,9 @@ class CT2Engine:
             num_hypotheses=options.n_best,
             length_penalty=options.length_penalty,
             max_decoding_length=max(limits),
-            min_decoding_length=options.min_len,
+            # A floor above the limit means "decode up to the limit" in attnmt's search; CT2
+            # refuses it, so it gets the limit.
+            min_decoding_length=min(options.min_len, max(limits)),
             max_input_length=MAX_POSITIONS - 1,  # the position table's length, with <eos>
             return_scores=True,
             return_end_token=True,  # tells finished hypotheses from cut ones
@@ -330,15 +388,31 @@ def load_translator(
     if not (model_dir / "model.bin").exists() or not (model_dir / TOKENIZERS_FILE).exists():
         raise FileNotFoundError(f"{model_dir}: not an attnmt CTranslate2 export")
     cfg = load_config(model_dir / CONFIG_FILE)
-    toks = torch.load(model_dir / TOKENIZERS_FILE, weights_only=True)
-    src_tok, tgt_tok = tokenizer_from_dict(toks["src"]), tokenizer_from_dict(toks["tgt"])
+    src_tok, tgt_tok = _read_tokenizers(model_dir / TOKENIZERS_FILE)
     dev = torch.device(device)
-    translator = ctranslate2.Translator(
-        str(model_dir),
-        device=dev.type,
-        device_index=dev.index or 0,
-        compute_type=compute_type,
-        inter_threads=1,  # Translator sends one batch at a time
-        intra_threads=threads,
-    )
+    try:
+        translator = ctranslate2.Translator(
+            str(model_dir),
+            device=dev.type,
+            device_index=dev.index or 0,
+            compute_type=compute_type,
+            inter_threads=1,  # Translator sends one batch at a time
+            intra_threads=threads,
+        )
+    except RuntimeError as e:  # a truncated or foreign model.bin, among others
+        raise CheckpointError(
+            f"{model_dir}: cannot load the CTranslate2 model ({first_line(e)})"
+        ) from None
     return Translator(CT2Engine(translator, src_tok, tgt_tok), src_tok, tgt_tok, cfg)
+
+
+def _read_tokenizers(path: Path) -> tuple[Tokenizer, Tokenizer]:
+    """The export's tokenizer file; anything unreadable is one error naming it."""
+    try:
+        toks = torch.load(path, weights_only=True)
+        return tokenizer_from_dict(toks["src"]), tokenizer_from_dict(toks["tgt"])
+    except Exception as e:  # torch and sentencepiece raise many types for a damaged file
+        raise CheckpointError(
+            f"{path}: unreadable tokenizer file ({type(e).__name__}: {first_line(e)}); export the "
+            "model again"
+        ) from None

@@ -30,7 +30,8 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 
 
 def read_log(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """Log records by kind, then by step; a malformed line is an error naming file:line."""
+    """Log records by kind, then by step; a malformed line is an error naming file:line (but a
+    torn last line, a write cut short, is left out)."""
     if not path.is_file():
         raise ValueError(f"{path}: training log not found")
     by_kind: dict[str, dict[int, dict[str, Any]]] = {"train": {}, "valid": {}}
@@ -39,11 +40,13 @@ def read_log(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            lines += 1
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
+                if not line.endswith("\n"):
+                    break  # torn by a crash or a full disk mid-append (the trainer drops it too)
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            lines += 1
             if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
                 raise ValueError(f"{path}:{lineno}: expected an object with an integer 'step'")
             if not isinstance(rec.get("kind"), str):

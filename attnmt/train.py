@@ -39,8 +39,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from attnmt.atomic import write_text_atomic
-from attnmt.checkpoint import Checkpoint, RunLock, TrainingState, build_model, check_resumable
+from attnmt.atomic import append_text, remove_stale_temps, write_text_atomic
+from attnmt.checkpoint import (
+    Checkpoint,
+    ResumeError,
+    RunLock,
+    TrainingState,
+    build_model,
+    check_resumable,
+)
 from attnmt.config import Config, TrainConfig, check_config, save_config
 from attnmt.corpus import read_corpus, split_pairs
 from attnmt.data import Batch, BucketBatcher, encode_pairs
@@ -130,15 +137,28 @@ def prepare_data(cfg: Config, resume: Checkpoint | None) -> RunData:
     return RunData(splits, src_tok, tgt_tok, batcher, dev_batcher, dropped)
 
 
-def write_tsv(pairs: Pairs, path: Path) -> None:
-    write_text_atomic(path, "".join(f"{s}\t{t}\n" for s, t in pairs))
+def tsv_text(pairs: Pairs) -> str:
+    return "".join(f"{s}\t{t}\n" for s, t in pairs)
+
+
+def check_splits_unchanged(splits: Splits, out: Path) -> None:
+    """A resumed run must hold out what it held out before: a corpus edited since the run began
+    would move training sentences into the new dev/test files (and theirs into training)."""
+    for name, pairs in (("dev.tsv", splits.dev), ("test.tsv", splits.test)):
+        path = out / name
+        if path.exists() and path.read_text(encoding="utf-8") != tsv_text(pairs):
+            raise ResumeError(
+                f"{path}: the corpus no longer splits as it did when this run began (its "
+                f"{name} would change, and held-out sentences would meet training ones); "
+                "restore the corpus, or train the new one in another train.out_dir"
+            )
 
 
 def write_run_files(cfg: Config, data: RunData, out: Path) -> None:
     """The resolved config and the held-out splits, so the run can be evaluated and resumed."""
     save_config(cfg, out / "config.yaml")
-    write_tsv(data.splits.dev, out / "dev.tsv")
-    write_tsv(data.splits.test, out / "test.tsv")
+    write_text_atomic(out / "dev.tsv", tsv_text(data.splits.dev))
+    write_text_atomic(out / "test.tsv", tsv_text(data.splits.test))
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,7 +422,7 @@ class RunLog:
     """Appends one JSON object per line to ``train_log.jsonl`` and mirrors numbers to TensorBoard.
 
     On resume the steps after the checkpoint are redone, so their old lines are dropped first
-    (and a torn last line, left by a crash mid-write, with them).
+    (and a torn last line, left by a crash or a full disk mid-write, with them).
     """
 
     def __init__(self, out: Path, step: int, enabled: bool):
@@ -411,17 +431,15 @@ class RunLog:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        path = out / "train_log.jsonl"
-        if path.exists():
-            write_text_atomic(path, "".join(_log_lines_upto(path, step)))
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- closed in close()
+        self.path = out / "train_log.jsonl"
+        if self.path.exists():
+            write_text_atomic(self.path, "".join(_log_lines_upto(self.path, step)))
         self.writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        append_text(self.path, json.dumps(record) + "\n")
         for k, v in record.items():
             if k not in ("kind", "step", "epoch") and isinstance(v, (int, float)):
                 self.writer.add_scalar(f"{record['kind']}/{k}", v, record["step"])
@@ -429,21 +447,23 @@ class RunLog:
     def close(self) -> None:
         if self.enabled:
             self.writer.close()
-            self.file.close()
 
 
 def _log_lines_upto(path: Path, step: int) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    """The log's whole lines up to ``step``; a last line without its newline is a torn write."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = lines[:-1]  # what follows the last newline: "" or a torn line
     kept = []
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines, start=1):
         try:
             record = json.loads(line) if line.strip() else None
         except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break  # torn by a crash while it was written: that step is redone anyway
-            raise ValueError(f"{path}:{i + 1}: not valid JSON; fix or remove the line") from None
-        if record is not None and record["step"] <= step:
-            kept.append(line)
+            raise ValueError(f"{path}:{i}: not valid JSON; fix or remove the line") from None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            if record["step"] <= step:
+                kept.append(line + "\n")
+        elif record is not None:
+            raise ValueError(f"{path}:{i}: expected an object with an integer 'step'")
     return kept
 
 
@@ -557,10 +577,14 @@ def train(cfg: Config, log: Log = print) -> Path:
     check_config(cfg)
     t, rt, out = cfg.train, setup_runtime(cfg.train), Path(cfg.train.out_dir)
     with RunLock(out) if rt.main else contextlib.nullcontext():
+        if rt.main:
+            remove_stale_temps(out)  # left by a trainer killed mid-save
         resume = load_resume(out, cfg, log)  # refuses a changed config before any write
         data = prepare_data(cfg, resume)
         model, optimizer, progress = build_training(cfg, data, resume, rt)
         if rt.main:
+            if resume is not None:
+                check_splits_unchanged(data.splits, out)
             write_run_files(cfg, data, out)
             log(describe(cfg, data, model, rt))
         if progress.step >= t.max_steps:

@@ -144,27 +144,25 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
 INPUT = ["I eat bread.", "We see the dog.", "They want a car.", "You see apples.", "Let's go."]
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def untrained_models(out: Path, tokenizer: str = "word") -> dict[str, Path]:
     """An untrained Transformer as a checkpoint (torch engine) and its CTranslate2 export."""
     import torch
 
     from attnmt.checkpoint import Checkpoint, build_model
     from attnmt.config import Config
-    from attnmt.tokenizer import WordTokenizer
+    from attnmt.tokenizer import train_tokenizer
 
     pairs = tiny_pairs()
-    src_tok = WordTokenizer.train([s for s, _ in pairs], vocab_size=200)
-    tgt_tok = WordTokenizer.train([t for _, t in pairs], vocab_size=200)
+    src_tok = train_tokenizer(tokenizer, [s for s, _ in pairs], 200, "bpe")
+    tgt_tok = train_tokenizer(tokenizer, [t for _, t in pairs], 200, "bpe")
     cfg = Config()
-    cfg.data.tokenizer = "word"
+    cfg.data.tokenizer = tokenizer
     cfg.model.arch, cfg.model.hidden, cfg.model.layers = "transformer", 32, 1
     cfg.model.heads, cfg.model.ff_dim, cfg.model.dropout = 2, 64, 0.0
     d = cfg.decode
     d.beam, d.n_best, d.max_len_a, d.max_len_b, d.length_penalty = 2, 1, 0.0, 6, 1.0
     torch.manual_seed(0)
     model = build_model(cfg.model, src_tok.vocab_size, tgt_tok.vocab_size)
-    out = tmp_path_factory.mktemp("engines")
     Checkpoint(cfg, model.state_dict(), src_tok, tgt_tok).save(out / "model.pt")
     paths = {"torch": out / "model.pt"}
     try:
@@ -174,6 +172,16 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     except ImportError:
         pass
     return paths
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return untrained_models(tmp_path_factory.mktemp("engines"))
+
+
+@pytest.fixture(scope="module")
+def sp_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return untrained_models(tmp_path_factory.mktemp("sp_engines"), "sentencepiece")
 
 
 @dataclass
@@ -340,3 +348,237 @@ def test_cuda_without_a_gpu_is_an_error(translate_cli, engine):
 def test_bad_decode_flags_name_the_option(translate_cli, engine, flags, name):
     r = translate_cli(engine, flags)
     assert r.rc == 2 and f"error: decode.{name}:" in r.err and not r.lines
+
+
+# --------------------------------------------------------------------------------------------
+# Issue #17: input lines, option values and every user error as one line
+# --------------------------------------------------------------------------------------------
+
+
+def run_main(args: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
+    """``main(args)`` in-process with ``stdin`` as its standard input: (exit code, out, err)."""
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(args)
+    finally:
+        sys.stdin = old
+    return rc, out.getvalue(), err.getvalue()
+
+
+def one_error_line(rc: int, err: str) -> str:
+    """The single ``error:`` line a user error must give (exit status 2), without its prefix."""
+    lines = err.strip().split("\n")
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), (rc, err)
+    return lines[0][len("error: ") :]
+
+
+@pytest.fixture
+def sources(monkeypatch) -> list[list[str]]:
+    """The source pieces each Translator.translate call saw, per input line."""
+    from attnmt.translate import Translator
+
+    seen: list[list[str]] = []
+    real = Translator.translate
+
+    def translate(tr, texts, options=None, with_attention=False):
+        found = real(tr, texts, options, with_attention)
+        seen.extend(h[0].src_tokens for h in found)
+        return found
+
+    monkeypatch.setattr(Translator, "translate", translate)
+    return seen
+
+
+def engine_model(request, engine: str, tokenizer: str) -> str:
+    paths = request.getfixturevalue("sp_models" if tokenizer == "sentencepiece" else "models")
+    if engine not in paths:
+        pytest.skip("needs ctranslate2")
+    return str(paths[engine])
+
+
+@pytest.mark.parametrize("engine", ["torch", "ctranslate2"])
+@pytest.mark.parametrize("via", ["stdin", "file"])
+def test_one_output_line_per_input_line(request, tmp_path, sources, engine, via):
+    """Issue #17, item 2: input was split with str.splitlines(): 3 lines gave 6 outputs."""
+    model = engine_model(request, engine, "word")
+    # Inside the lines: all that str.splitlines() splits at besides \n, \r and \r\n.
+    odd = "I eat\u2028bread.\nWe\x0bsee\x1cthe\x85dog.\nLet's\u2029go\x0c\x1d\x1e.\n".encode()
+    plain = b"I eat bread.\nWe see the dog.\nLet's go .\n"
+    results = {}
+    for name, data in (("odd", odd), ("plain", plain)):
+        args = ["translate", "--model", model, "--engine", engine, "--n-best", "2"]
+        if via == "file":
+            (tmp_path / "in.txt").write_bytes(data)
+            args += ["-i", str(tmp_path / "in.txt")]
+        rc, out, err = run_main(args, stdin=data if via == "stdin" else b"")
+        assert rc == 0, err
+        results[name] = (out.split("\n"), list(sources))
+        sources.clear()
+    lines, seen = results["odd"]
+    assert len(lines) == 2 * 3 + 1 and lines[-1] == ""  # n_best lines per input line
+    assert results["odd"] == results["plain"]  # the separators are spaces inside a line
+
+
+@pytest.mark.parametrize("engine", ["torch", "ctranslate2"])
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+def test_invalid_utf8_is_refused_naming_stdin_or_the_file(request, tmp_path, engine, tokenizer):
+    """Issue #17, item 6: invalid UTF-8 on stdin was translated as garbage (word tokenizer) or
+    was a raw `RuntimeError: Unable to cast` (SentencePiece), every line lost."""
+    model = engine_model(request, engine, tokenizer)
+    data = b"I eat bread.\nWe see \xff\xfe the dog.\n"
+    rc, out, err = run_main(["translate", "--model", model, "--engine", engine], stdin=data)
+    assert one_error_line(rc, err).startswith("<stdin>:2: invalid UTF-8 at byte 7 (ff fe")
+    assert out == ""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(data)
+    rc, out, err = run_main(["translate", "--model", model, "--engine", engine, "-i", str(bad)])
+    assert one_error_line(rc, err).startswith(f"{bad}:2: invalid UTF-8")
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "sentencepiece"])
+def test_a_bom_at_the_start_of_the_input_is_dropped(request, tmp_path, sources, tokenizer):
+    """Issue #17, item 6: ``-i`` kept a leading BOM, which became part of the first word."""
+    model = engine_model(request, "torch", tokenizer)
+    for name, data in (("bom", b"\xef\xbb\xbfI eat bread.\n"), ("plain", b"I eat bread.\n")):
+        (tmp_path / f"{name}.txt").write_bytes(data)
+        rc, _, err = run_main(["translate", "--model", model, "-i", str(tmp_path / f"{name}.txt")])
+        assert rc == 0, err
+    assert len(sources) == 2 and sources[0] == sources[1]
+
+
+@pytest.mark.parametrize("engine", ["torch", "ctranslate2"])
+@pytest.mark.parametrize(
+    "command, flags, names",
+    [
+        ("translate", ["--batch-size", "-1"], "decode.batch_size: must be >= 1, got -1"),
+        ("translate", ["--batch-size", "0"], "decode.batch_size: must be >= 1, got 0"),
+        ("evaluate", ["--batch-size", "-1"], "decode.batch_size: must be >= 1, got -1"),
+        ("translate", ["--n-best", "0"], "decode.n_best: must be >= 1, got 0"),
+        ("translate", ["--length-penalty", "nan"], "decode.length_penalty: must be a finite"),
+        ("translate", ["--threads", "-1"], "--threads: must be >= 0, got -1"),
+        ("translate", ["--device", "tpu"], "device 'tpu': unknown"),
+        ("translate", ["--max-len-a", "0", "--max-len-b", "1"], "decode.max_len_a/max_len_b:"),
+        ("translate", ["--max-len-a", "0.2", "--max-len-b", "0"], "decode.max_len_a/max_len_b:"),
+        ("evaluate", ["--limit", "-1"], "--limit: must be >= 0, got -1"),
+        ("explain", ["--top-k", "0"], "--top-k: must be >= 1, got 0"),
+        ("serve", ["--port", "99999"], "--port: must be <= 65535, got 99999"),
+        ("serve", ["--port", "0"], "--port: must be >= 1, got 0"),
+    ],
+)
+def test_bad_option_values_are_one_error_naming_the_option(
+    request, tmp_path, engine, command, flags, names
+):
+    """Issue #17, item 3: --batch-size -1 wrote nothing and exited 0 (evaluate: IndexError),
+    --batch-size 0 said `range() arg 3 must not be zero`, --threads -1 and --port 99999 were
+    raw tracebacks."""
+    if engine == "ctranslate2" and command != "translate":
+        pytest.skip("only translate takes --engine")
+    model = engine_model(request, engine, "word")
+    args = [command, "--model", model, *flags]
+    if command == "translate":
+        args += ["--engine", engine]
+    elif command == "evaluate":
+        test = tmp_path / "test.tsv"
+        test.write_text("I eat bread.\tYo como pan.\n")
+        args += ["--test", str(test)]
+    elif command == "explain":
+        args += ["I eat bread."]
+    rc, out, err = run_main(args, stdin=b"I eat bread.\n")
+    assert one_error_line(rc, err).startswith(names)
+    assert out == ""
+
+
+def damaged_checkpoint(models: dict[str, Path], tmp: Path, damage: str) -> Path:
+    import torch
+
+    raw = torch.load(models["torch"], weights_only=True)
+    if damage == "config does not fit the weights":
+        raw["config"]["model"]["hidden"] = 64
+    elif damage == "no model":
+        del raw["model"]
+    else:  # a bad SentencePiece proto
+        raw["src_tokenizer"] = {"kind": "sentencepiece", "model_proto": b"junk"}
+    torch.save(raw, tmp / "bad.pt")
+    return tmp / "bad.pt"
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("translate -o DIR", "cannot write {t}/dir: it is a directory"),
+        ("translate -o FILE/x", "cannot write {t}/file/x: {t}/file is a file, not a directory"),
+        ("evaluate -o DIR", "cannot write {t}/dir: it is a directory"),
+        ("train out_dir=FILE", "cannot create directory {t}/file: {t}/file is a file"),
+        ("train out_dir=FILE/run", "cannot create directory {t}/file/run: {t}/file is a file"),
+        ("train DIR", "{t}/dir: is a directory, expected a YAML config file"),
+        ("export --out FILE", "--out {t}/file: is a file, not a directory"),
+        ("config does not fit the weights", "{t}/bad.pt: its weights do not fit its model config"),
+        ("no model", "{t}/bad.pt: checkpoint lacks model"),
+        ("bad SentencePiece proto", "{t}/bad.pt: unusable checkpoint"),
+        ("unreadable CT2 tokenizer file", "{t}/ct2/attnmt_tokenizers.pt: unreadable tokenizer"),
+    ],
+)
+def test_user_errors_are_one_line_not_a_traceback(models, tmp_path, case, message):
+    """Issue #17, item 9: each of these was a raw traceback."""
+    import shutil
+
+    t = tmp_path
+    (t / "dir").mkdir()
+    (t / "file").write_text("x")
+    test = t / "test.tsv"
+    test.write_text("I eat bread.\tYo como pan.\n")
+    model = str(models["torch"])
+    args = {
+        "translate -o DIR": ["translate", "--model", model, "-o", str(t / "dir")],
+        "translate -o FILE/x": ["translate", "--model", model, "-o", str(t / "file" / "x")],
+        "evaluate -o DIR": [
+            "evaluate",
+            "--model",
+            model,
+            "--test",
+            str(test),
+            "-o",
+            str(t / "dir"),
+        ],
+        "train out_dir=FILE": ["train", "--set", f"train.out_dir={t / 'file'}"],
+        "train out_dir=FILE/run": ["train", "--set", f"train.out_dir={t / 'file' / 'run'}"],
+        "train DIR": ["train", str(t / "dir")],
+        "export --out FILE": ["export", "--model", model, "--out", str(t / "file")],
+    }.get(case)
+    if args is None and case == "unreadable CT2 tokenizer file":
+        if "ctranslate2" not in models:
+            pytest.skip("needs ctranslate2")
+        shutil.copytree(models["ctranslate2"], t / "ct2")
+        (t / "ct2" / "attnmt_tokenizers.pt").write_bytes(b"junk\n")
+        args = ["translate", "--engine", "ctranslate2", "--model", str(t / "ct2")]
+    elif args is None:
+        args = ["translate", "--model", str(damaged_checkpoint(models, t, case))]
+    rc, out, err = run_main(args, stdin=b"I eat bread.\n")
+    assert one_error_line(rc, err).startswith(message.format(t=t))
+    if case == "evaluate -o DIR":  # the scores come out before the write fails
+        assert "BLEU" in out and "chrF" in out
+    else:
+        assert out == ""
+    assert (t / "file").read_text() == "x" and list((t / "dir").iterdir()) == []
+
+
+def test_outputs_follow_the_umask_and_keep_their_mode(models, tmp_path):
+    """Issue #17, item 8: `-o` outputs and plots were written 0600 whatever the umask."""
+    out, curves = tmp_path / "out.txt", tmp_path / "curves.png"
+    old = os.umask(0o022)
+    try:
+        assert run_main(["translate", "--model", str(models["torch"]), "-o", str(out)],
+                        stdin=b"I eat bread.\n")[0] == 0  # fmt: skip
+        assert out.stat().st_mode & 0o777 == 0o644
+        os.chmod(out, 0o640)
+        assert run_main(["translate", "--model", str(models["torch"]), "-o", str(out)])[0] == 0
+        assert out.stat().st_mode & 0o777 == 0o640 and out.read_text() == ""
+        log = tmp_path / "train_log.jsonl"
+        log.write_text('{"kind": "train", "step": 1, "loss": 2.0, "lr": 0.1}\n')
+        assert run_main(["plot", str(tmp_path), "--out", str(curves)])[0] == 0
+        assert curves.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

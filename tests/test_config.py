@@ -44,8 +44,12 @@ def test_yaml_overrides_only_named_fields(tmp_path):
 
 
 def test_empty_yaml_and_empty_section_give_defaults(tmp_path):
-    assert load_config(write(tmp_path / "e.yaml", "")) == Config()
-    assert load_config(write(tmp_path / "s.yaml", "model:\n")) == Config()
+    # Defaults everywhere, but the run directory is named after the file.
+    for name, text in (("e", ""), ("s", "model:\n")):
+        cfg = load_config(write(tmp_path / f"{name}.yaml", text))
+        assert cfg.train.out_dir == str(Path("runs") / name)
+        cfg.train.out_dir = Config().train.out_dir
+        assert cfg == Config()
 
 
 @pytest.mark.parametrize(
@@ -223,3 +227,35 @@ def test_out_of_range_values_are_refused_by_name(item, message):
 def test_set_with_invalid_yaml_is_a_config_error():
     with pytest.raises(ConfigError, match=r"--set 'train.betas=\[1,': the value is not valid YAML"):
         load_config(None, ["train.betas=[1,"])
+
+
+def test_a_config_file_without_out_dir_runs_in_its_own_directory(tmp_path):
+    """Bug: every config without train.out_dir ran in runs/demo, so a user's config resumed the
+    demo's model there and overwrote its test.tsv."""
+    mine = write(tmp_path / "my_exp.yaml", "data:\n  corpus: pairs.tsv\n")
+    other = write(tmp_path / "other.yaml", "train:\n  max_steps: 5\n")
+    assert load_config(mine).train.out_dir == str(Path("runs") / "my_exp")
+    assert load_config(other).train.out_dir == str(Path("runs") / "other")
+    assert load_config(None).train.out_dir == "runs/default"  # no file: the one default
+    named = write(tmp_path / "named.yaml", "train:\n  out_dir: runs/here\n")
+    assert load_config(named).train.out_dir == "runs/here"
+    assert load_config(mine, ["train.out_dir=x/y"]).train.out_dir == "x/y"
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "lstm_demo.yaml"
+    assert load_config(shipped).train.out_dir == "runs/demo"  # the demo keeps its directory
+    with pytest.raises(ConfigError, match="train.out_dir: empty"):
+        load_config(mine, ["train.out_dir="])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.mkdir(), "is a directory, expected a YAML config file"),
+        (lambda p: p.write_bytes(b"train:\n  lr: \xff\n"), "not UTF-8 text (byte 13)"),
+    ],
+)
+def test_an_unreadable_config_is_a_config_error(tmp_path, make, message):
+    """Bug: a directory given as the config was a raw IsADirectoryError traceback."""
+    path = tmp_path / "c.yaml"
+    make(path)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load_config(path)

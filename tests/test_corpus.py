@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import unicodedata
 from pathlib import Path
 
 import pytest
 
-from attnmt.corpus import Corpus, CorpusError, read_aligned, read_corpus, read_tsv, split_pairs
+from attnmt.corpus import (
+    Corpus,
+    CorpusError,
+    read_aligned,
+    read_corpus,
+    read_lines,
+    read_tsv,
+    split_pairs,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -99,6 +108,51 @@ def test_corpus_error_is_value_error_and_picklable():
     assert isinstance(e, ValueError)
     assert str(e) == "f.tsv:7: no tab"
     assert str(pickle.loads(pickle.dumps(e))) == "f.tsv:7: no tab"
+
+
+def test_cr_only_line_endings_are_refused_naming_file_and_line(tmp_path):
+    """Bug: a 400-line file with old Mac line ends (bare CR) trained on 1 pair, no warning."""
+    lines = [f"sentence {i}\tfrase {i}" for i in range(400)]
+    f = write(tmp_path / "mac.tsv", "\r".join(lines) + "\r")
+    with pytest.raises(CorpusError, match=r"mac.tsv:1: carriage return .*old Mac line endings"):
+        read_tsv(f)
+    # A stray CR in a later line of an otherwise LF file names that line.
+    g = write(tmp_path / "stray.tsv", "a\tb\nc\rd\te\n")
+    with pytest.raises(CorpusError, match=r"stray.tsv:2: carriage return"):
+        read_corpus(str(g))
+    src = write(tmp_path / "s.txt", "one\rtwo\r")
+    tgt = write(tmp_path / "t.txt", "uno\ndos\n")
+    with pytest.raises(CorpusError, match=r"s.txt:1: carriage return"):
+        read_aligned(src, tgt)
+
+
+@pytest.mark.parametrize(
+    "sep", ["\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85"]
+)
+def test_lines_end_at_newline_only(tmp_path, sep):
+    """``str.splitlines`` also splits at these; a corpus or input line does not."""
+    f = write(tmp_path / "c.tsv", f"a{sep}b\tc\nd\te{sep}f\r\n")
+    assert read_tsv(f).pairs == [("a b", "c"), ("d", "e f")]
+    assert read_lines(f) == [f"a{sep}b\tc", f"d\te{sep}f"]
+
+
+def test_read_lines_of_a_file_and_of_stdin_alike(tmp_path, monkeypatch):
+    data = b"\xef\xbb\xbfone\r\ntwo\n\nfour"
+    f = write(tmp_path / "in.txt", data)
+    assert read_lines(f) == read_lines(io.BytesIO(data)) == ["one", "two", "", "four"]
+    assert read_lines(io.BytesIO(b"")) == [] and read_lines(io.BytesIO(b"\n")) == [""]
+    # Found by test_properties: a file that is only a BOM had one empty line, so aligned files
+    # (one saved with a BOM) had "different line counts".
+    assert read_lines(io.BytesIO(b"\xef\xbb\xbf")) == []
+    bom, empty = write(tmp_path / "bom.txt", b"\xef\xbb\xbf"), write(tmp_path / "e.txt", b"")
+    assert read_aligned(bom, empty).pairs == [] and read_tsv(bom).blank_lines == 0
+    with pytest.raises(CorpusError, match=r"^<stdin>:2: invalid UTF-8 at byte 1 \(ff\)"):
+        read_lines(io.BytesIO(b"ok\nx\xff\n"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CorpusError, match=r"^in.txt:3: invalid UTF-8"):
+        read_lines(write(Path("in.txt"), b"a\nb\n\xc3(\n").name)  # named as given
+    with pytest.raises(CorpusError, match=r"is a directory"):
+        read_lines(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------

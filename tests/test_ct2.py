@@ -3,14 +3,23 @@ the same Translator; int8 loads; LSTM export is refused."""
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 
 import pytest
 import torch
 
 from attnmt.checkpoint import Checkpoint
 from attnmt.config import Config
-from attnmt.ct2 import CT2Engine, ExportError, export_ctranslate2, load_translator
+from attnmt.ct2 import (
+    MANIFEST_FILE,
+    TOKENIZERS_FILE,
+    CT2Engine,
+    ExportError,
+    export_ctranslate2,
+    load_translator,
+)
 from attnmt.data import pad, source_tensor
 from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS, WordTokenizer
 from attnmt.transformer import TransformerSeq2Seq
@@ -192,12 +201,91 @@ def test_lstm_export_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_refuses_to_replace_a_foreign_directory(trained, tmp_path):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ExportError, match="not a CTranslate2 model"):
-        export_ctranslate2(trained["ckpt"], tmp_path / "mine")
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+def listing(d) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in d.iterdir()}
+
+
+def test_refuses_a_folder_it_did_not_write_and_never_deletes_what_it_did_not_create(
+    trained, tmp_path
+):
+    """Issue #17, item 4: any folder holding a model.bin was replaced wholesale, notes.txt and
+    everything else in it gone."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "model.bin").write_bytes(b"somebody else's model")
+    before = listing(mine)
+    with pytest.raises(ExportError, match=r"--out .*mine: not empty and not an earlier attnmt "
+                       r"export \(it holds model.bin, notes.txt\).*--force"):  # fmt: skip
+        export_ctranslate2(trained["ckpt"], mine)
+    assert listing(mine) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    # --force writes the export into it and keeps the other files.
+    export_ctranslate2(trained["ckpt"], mine, force=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert load_translator(mine).translate(TEXTS[:1])[0][0].text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temp dir left
+
+
+def test_re_export_replaces_only_what_exports_wrote(trained, tmp_path):
+    out = export_ctranslate2(trained["ckpt"], tmp_path / "out")
+    written = json.loads((out / MANIFEST_FILE).read_text())["files"]
+    assert set(written) == {p.name for p in out.iterdir()}
+    export_ctranslate2(trained["ckpt"], out)  # an earlier export alone: replaced as a whole
+    assert {p.name for p in out.iterdir()} == set(written)
+    # A file an older export wrote but this one does not goes; a file the user added stays
+    # (and makes the folder need --force).
+    (out / "old_vocabulary.json").write_text("{}")
+    (out / MANIFEST_FILE).write_text(json.dumps({"files": [*written, "old_vocabulary.json"]}))
+    (out / "README.md").write_text("my notes")
+    with pytest.raises(ExportError, match=r"it holds README.md\)"):
+        export_ctranslate2(trained["ckpt"], out)
+    export_ctranslate2(trained["ckpt"], out, force=True)
+    assert {p.name for p in out.iterdir()} == {*written, "README.md"}
+    assert (out / "README.md").read_text() == "my notes"
+
+
+def test_export_paths_and_checkpoints_that_cannot_work_are_clear_errors(trained, tmp_path):
+    """Issue #17, item 9: `export --out FILE` was a NotADirectoryError traceback, and a
+    checkpoint whose config does not fit its weights was exported as a broken model."""
+    from attnmt.atomic import WriteError
+    from attnmt.checkpoint import CheckpointError
+
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    with pytest.raises(ExportError, match=f"--out {a_file}: is a file, not a directory"):
+        export_ctranslate2(trained["ckpt"], a_file)
+    with pytest.raises(WriteError, match=f"cannot create directory {a_file}: {a_file} is a file"):
+        export_ctranslate2(trained["ckpt"], a_file / "x")
+    raw = torch.load(trained["ckpt"], weights_only=True)
+    raw["config"]["model"]["hidden"] = 64
+    torch.save(raw, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="mismatch.pt: its weights do not fit"):
+        export_ctranslate2(tmp_path / "mismatch.pt", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "mismatch.pt"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / TOKENIZERS_FILE).write_bytes(b"junk"), "unreadable tokenizer file"),
+        (lambda d: (d / TOKENIZERS_FILE).write_bytes((d / TOKENIZERS_FILE).read_bytes()[:100]),
+         "unreadable tokenizer file"),
+        (lambda d: torch.save({"src": {"kind": "sentencepiece", "model_proto": b"x"}, "tgt": {}},
+                              d / TOKENIZERS_FILE), "unreadable tokenizer file"),
+        (lambda d: (d / "model.bin").write_bytes((d / "model.bin").read_bytes()[:100]),
+         "cannot load the CTranslate2 model"),
+    ],
+)  # fmt: skip
+def test_a_damaged_export_is_one_error_naming_it(trained, tmp_path, damage, message):
+    """Issue #17, item 9: an unreadable tokenizer file was a raw KeyError/RuntimeError."""
+    from attnmt.checkpoint import CheckpointError
+
+    out = tmp_path / "ct2"
+    shutil.copytree(trained["ct2"], out)
+    damage(out)
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_translator(out)
+    assert str(out) in str(e.value)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 8])

@@ -411,3 +411,82 @@ def test_a_second_trainer_is_refused_and_a_killed_one_does_not_block(tmp_path: P
     assert (run / "train.lock").exists()  # the stale file stays; its lock died with the process
     train(tiny_cfg(tmp_path, "train.max_steps=5"), log=lambda *_: None)
     assert (run / "last.pt").exists()
+
+
+# A 400-step run on the generated demo corpus, kept cheap: a tiny LSTM, small batches.
+DEMO_400_STEPS = [
+    "data.corpus=demo", "data.tokenizer=word", "data.vocab_size=2000", "model.emb_dim=8",
+    "model.hidden=8", "model.bidirectional=false", "model.dropout=0", "train.batch_tokens=40",
+    "train.max_steps=400", "train.eval_every=400", "train.save_every=400", "train.log_every=400",
+    "train.eval_max_sents=1", "train.threads=1", "train.progress=false",
+]  # fmt: skip
+
+
+def files(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+def test_resume_with_another_demo_size_is_refused_and_keeps_the_test_set(tmp_path, capsys):
+    """Issue #17, item 1: after a 400-step run, rerunning with data.demo_size=350 exited 0 and
+    rewrote test.tsv from the new split: 15 of its 18 sources had been training sentences."""
+    from attnmt.cli import main
+
+    sets = [*DEMO_400_STEPS, f"train.out_dir={tmp_path / 'run'}"]
+    train(load_config(None, sets), log=lambda *_: None)
+    before = files(tmp_path / "run")
+    args = ["train", *(a for s in sets for a in ("--set", s))]
+    assert main([*args, "--set", "data.demo_size=350"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "data.demo_size: 4000 -> 350" in err
+    assert files(tmp_path / "run") == before  # test.tsv (and everything else) untouched
+
+
+def test_resume_on_an_edited_corpus_is_refused(tmp_path: Path) -> None:
+    """The same config over a corpus file edited since the run began would move training
+    sentences into the rewritten dev/test files: refused, naming the file."""
+    cfg = tiny_cfg(tmp_path, "train.max_steps=5")
+    train(cfg, log=lambda *_: None)
+    before = files(tmp_path / "run")
+    again = tiny_cfg(tmp_path, "train.max_steps=10")  # (rewrites tiny.tsv as it was)
+    corpus = tmp_path / "tiny.tsv"
+    held_out = before["test.tsv"].decode().split("\n")[0]  # "source<TAB>target"
+    text = corpus.read_text(encoding="utf-8")
+    assert held_out in text
+    corpus.write_text(text.replace(held_out, held_out + " Otra vez."), encoding="utf-8")
+    with pytest.raises(ResumeError, match=r"(dev|test).tsv: the corpus no longer splits"):
+        train(again, log=lambda *_: None)
+    assert files(tmp_path / "run") == before
+
+
+def test_a_user_config_without_out_dir_leaves_the_demo_run_alone(tmp_path, monkeypatch):
+    """Issue #17, item 1: a config without train.out_dir, run where runs/demo existed, resumed
+    the demo model (or, since #6, was refused): now it trains in runs/<config name>."""
+    from attnmt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    corpus = write_tiny_tsv(tmp_path / "tiny.tsv")
+    sets = [a for s in [*TINY_OVERRIDES, "train.max_steps=5"] for a in ("--set", s)]
+    assert main(["train", *sets, "--set", f"data.corpus={corpus}", "--set",
+                 "train.out_dir=runs/demo", "--set", "data.vocab_size=150"]) == 0  # fmt: skip
+    demo = files(Path("runs/demo"))
+    (tmp_path / "mine.yaml").write_text(f"data:\n  corpus: {corpus}\n", encoding="utf-8")
+    assert main(["train", "mine.yaml", *sets]) == 0
+    assert (tmp_path / "runs" / "mine" / "last.pt").exists()
+    assert files(Path("runs/demo")) == demo
+
+
+def test_run_files_follow_the_umask_and_keep_their_mode(tmp_path: Path) -> None:
+    """Issue #17, item 8: config.yaml and the splits were written 0600 whatever the umask, and
+    overwriting a 0644 file left it 0600."""
+    old = os.umask(0o022)
+    try:
+        run = train(tiny_cfg(tmp_path, "train.max_steps=5"), log=lambda *_: None)
+        for name in ("config.yaml", "dev.tsv", "test.tsv", "last.pt", "train_log.jsonl"):
+            assert (run / name).stat().st_mode & 0o777 == 0o644, name
+        os.chmod(run / "test.tsv", 0o640)
+        os.umask(0o077)
+        train(tiny_cfg(tmp_path, "train.max_steps=5"), log=lambda *_: None)  # rewrites them
+        assert (run / "test.tsv").stat().st_mode & 0o777 == 0o640  # its mode is kept
+        assert (run / "config.yaml").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
