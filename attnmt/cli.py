@@ -100,6 +100,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from attnmt.config import load_config
+    from attnmt.prepare import prepare
+
+    cfg = load_config(args.config, args.overrides)
+    if not cfg.data.prepared:
+        raise ValueError(
+            "prepare: set data.prepared to the directory to write (--set data.prepared=DIR)"
+        )
+    prepare(cfg, progress=cfg.train.progress)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from attnmt.demo import run_demo
 
@@ -202,10 +215,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "argos":
+        from attnmt.argos import export_argos
+
+        path = export_argos(
+            args.model,
+            args.out,
+            from_code=args.from_code,
+            to_code=args.to_code,
+            from_name=args.from_name,
+            to_name=args.to_name,
+            sbd_model=args.sbd_model,
+            package_version=args.package_version,
+            quantization=args.quantization,
+        )
+        print(f"wrote Argos Translate package {path}")
+        return 0
     from attnmt.ct2 import export_ctranslate2
 
-    if args.format != "ctranslate2":
-        raise ValueError(f"--format: unknown export format {args.format!r}")
     path = export_ctranslate2(
         args.model, args.out, quantization=args.quantization, force=args.force
     )
@@ -231,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attnmt", description="Attention encoder-decoder machine translation."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_translate, _add_evaluate, _add_explain, _add_plot,
-                _add_serve, _add_export, _add_data):  # fmt: skip
+    for add in (_add_demo, _add_prepare, _add_train, _add_translate, _add_evaluate,
+                _add_explain, _add_plot, _add_serve, _add_export, _add_data):  # fmt: skip
         add(sub)
     return parser
 
@@ -243,6 +270,17 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (default: LSTM)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="read, split and tokenize a corpus once into memory-mapped shards (data.prepared); "
+        "`attnmt train` with data.prepared set does this on first use",
+    )
+    p.add_argument("config", nargs="?", help="YAML config whose data section names the corpus")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_prepare)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -317,9 +355,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a Transformer to CTranslate2")
+    p = sub.add_parser("export", help="export a Transformer to CTranslate2 or Argos Translate")
     p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
-    p.add_argument("--format", default="ctranslate2", help="export format (ctranslate2)")
+    p.add_argument(
+        "--format",
+        choices=["ctranslate2", "argos"],
+        default="ctranslate2",
+        help="ctranslate2 (a model directory) or argos (a .argosmodel for LibreTranslate)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--quantization", help="CTranslate2 weight type: int8, int8_float32, float16, ..."
@@ -329,6 +372,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write into a non-empty folder that is not an earlier export (its other files stay)",
     )
+    a = p.add_argument_group("argos")
+    a.add_argument("--from-code", help="source language code, e.g. en (required for argos)")
+    a.add_argument("--to-code", help="target language code, e.g. es (required for argos)")
+    a.add_argument("--from-name", help="source language name, e.g. English (default: the code)")
+    a.add_argument("--to-name", help="target language name, e.g. Spanish (default: the code)")
+    a.add_argument(
+        "--sbd-model",
+        help="MiniSBD sentence splitter (.onnx) for the source language (default: a cached one)",
+    )
+    a.add_argument("--package-version", default="1.0", help="package version (default 1.0)")
     p.set_defaults(func=cmd_export)
 
 

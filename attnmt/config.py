@@ -39,6 +39,15 @@ class DataConfig:
     shared_vocab: bool = True  # one vocabulary for both languages
     limit: int = 0  # use only the first N pairs of the corpus (0 = all); handy for quick runs
     demo_size: int = 4000  # number of distinct pairs the demo corpus generator writes
+    # Prepared data (`attnmt prepare`): read the corpus once into memory-mapped token shards, so
+    # training starts fast and in bounded memory however large the corpus is.
+    prepared: str = ""  # directory of prepared shards ("" = read the corpus into memory)
+    dev_max: int = 5000  # prepared data: most dev pairs (0 = no cap); smallest source hashes stay
+    test_max: int = 5000  # prepared data: most test pairs (0 = no cap)
+    sp_sample: int = 1_000_000  # prepared data: training pairs sampled to train the tokenizer
+    mix: str = ""  # prepared data: more training corpora, "SPEC:WEIGHT;SPEC:WEIGHT"
+    weight: float = 1.0  # prepared data: data.corpus's sampling weight against data.mix
+    workers: int = 0  # prepare: processes that read and encode (0 = one per CPU core)
 
 
 @dataclass
@@ -189,6 +198,8 @@ CHOICES = {
 }
 AT_LEAST = {  # key -> smallest allowed value
     "data.max_len": 0, "data.limit": 0, "data.demo_size": 1,
+    "data.dev_max": 0, "data.test_max": 0, "data.sp_sample": 1, "data.weight": 0.0,
+    "data.workers": 0,
     "data.vocab_size": 5,  # the four special tokens and at least one real one
     "model.emb_dim": 1, "model.hidden": 1, "model.layers": 1, "model.heads": 1,
     "model.ff_dim": 1,

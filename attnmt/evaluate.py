@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnmt.corpus import normalize
-from attnmt.data import BucketBatcher, encode_pairs
+from attnmt.data import BucketBatcher, ShardBatcher, encode_pairs
 from attnmt.interface import Seq2Seq
 from attnmt.tokenizer import PAD_ID
 from attnmt.translate import DecodeOptions, Translator, eval_mode
@@ -34,7 +34,9 @@ def token_loss(logits: Tensor, tgt_out: Tensor, smoothing: float) -> Tensor:
 
 
 @torch.inference_mode()
-def mean_token_loss(model: Seq2Seq, batcher: BucketBatcher, device: torch.device) -> float:
+def mean_token_loss(
+    model: Seq2Seq, batcher: BucketBatcher | ShardBatcher, device: torch.device
+) -> float:
     """Mean per-token cross-entropy (no smoothing) of the model on every batch of ``batcher``."""
     total, n = 0.0, 0
     with eval_mode(model):

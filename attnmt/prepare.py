@@ -103,23 +103,23 @@ class PrepareSettings:
 
 
 def prepare_settings(cfg: Config) -> PrepareSettings:
-    """The prepare keys of ``cfg.data``, with their defaults where the config has no such key."""
+    """The prepare keys of ``cfg.data``."""
     d = cfg.data
     mix = []
-    for item in filter(None, (x.strip() for x in getattr(d, "mix", "").split(";"))):
+    for item in filter(None, (x.strip() for x in d.mix.split(";"))):
         spec, _, weight = item.rpartition(":")
         try:
             mix.append((spec, float(weight)) if spec else (item, 1.0))
         except ValueError:
             mix.append((item, 1.0))  # a ':' that is part of a path, not a weight
     s = PrepareSettings(
-        out=getattr(d, "prepared", ""),
-        dev_max=getattr(d, "dev_max", 5000),
-        test_max=getattr(d, "test_max", 5000),
-        sp_sample=getattr(d, "sp_sample", 1_000_000),
+        out=d.prepared,
+        dev_max=d.dev_max,
+        test_max=d.test_max,
+        sp_sample=d.sp_sample,
         mix=tuple(mix),
-        weight=getattr(d, "weight", 1.0),
-        workers=getattr(d, "workers", 0),
+        weight=d.weight,
+        workers=d.workers,
     )
     if s.sp_sample < 1 or s.dev_max < 0 or s.test_max < 0 or s.workers < 0:
         raise ValueError("data.sp_sample must be >= 1; data.dev_max, test_max, workers >= 0")

@@ -50,10 +50,11 @@ from attnmt.checkpoint import (
 )
 from attnmt.config import Config, TrainConfig, check_config, save_config
 from attnmt.corpus import read_corpus, split_pairs
-from attnmt.data import Batch, BucketBatcher, encode_pairs
+from attnmt.data import Batch, BucketBatcher, ShardBatcher, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
 from attnmt.interface import Seq2Seq, pick_device
-from attnmt.tokenizer import Tokenizer, train_tokenizer
+from attnmt.prepare import build_tokenizers
+from attnmt.tokenizer import Tokenizer
 from attnmt.translate import DecodeOptions, TorchEngine, Translator
 
 Pairs = list[tuple[str, str]]
@@ -97,19 +98,6 @@ def load_splits(cfg: Config) -> Splits:
     return Splits(train, dev, test, blank)
 
 
-def build_tokenizers(cfg: Config, train: Pairs) -> tuple[Tokenizer, Tokenizer]:
-    """Train tokenizers on the training split only (dev/test text never shapes the vocabulary)."""
-    d = cfg.data
-    srcs, tgts = [s for s, _ in train], [t for _, t in train]
-    if d.shared_vocab:
-        tok = train_tokenizer(d.tokenizer, srcs + tgts, d.vocab_size, d.sp_model_type)
-        return tok, tok
-    return (
-        train_tokenizer(d.tokenizer, srcs, d.vocab_size, d.sp_model_type),
-        train_tokenizer(d.tokenizer, tgts, d.vocab_size, d.sp_model_type),
-    )
-
-
 @dataclass
 class RunData:
     """The split, the tokenizers and the batchers one run trains and validates on."""
@@ -117,13 +105,40 @@ class RunData:
     splits: Splits
     src_tok: Tokenizer
     tgt_tok: Tokenizer
-    batcher: BucketBatcher
-    dev_batcher: BucketBatcher | None
+    batcher: BucketBatcher | ShardBatcher
+    dev_batcher: BucketBatcher | ShardBatcher | None
     dropped: int  # training pairs over data.max_len
 
 
-def prepare_data(cfg: Config, resume: Checkpoint | None) -> RunData:
+def prepared_run_data(cfg: Config, resume: Checkpoint | None, rt: Runtime) -> RunData:
+    """``data.prepared``: shards read lazily (prepared first if missing or out of date)."""
+    from attnmt.prepare import open_prepared, prepare  # numpy shards: only when asked for
+
+    t = cfg.train
+    if rt.main:
+        prepare(cfg, progress=t.progress)
+    if rt.world > 1:
+        dist.barrier()  # the other ranks open the directory rank 0 has just made sure of
+    prep = open_prepared(cfg.data.prepared)
+    if resume and (
+        resume.src_tokenizer.to_dict() != prep.src_tok.to_dict()
+        or resume.tgt_tokenizer.to_dict() != prep.tgt_tok.to_dict()
+    ):
+        raise ResumeError(
+            f"{cfg.data.prepared}: was prepared again with other tokenizers since "
+            f"{t.out_dir}/last.pt was written (the corpus changed); use another train.out_dir"
+        )
+    batcher = ShardBatcher(prep.train, t.batch_tokens, t.seed, weights=prep.weights)
+    dev = ShardBatcher([prep.dev], t.batch_tokens, t.seed, shuffle=False) if prep.dev else None
+    c = prep.manifest["counts"]
+    splits = Splits([], prep.held_out("dev"), prep.held_out("test"), c["blank_lines"])
+    return RunData(splits, prep.src_tok, prep.tgt_tok, batcher, dev, c["over_max_len"])
+
+
+def prepare_data(cfg: Config, resume: Checkpoint | None, rt: Runtime) -> RunData:
     """Split and encode the corpus; a resumed run keeps the tokenizers it was trained with."""
+    if cfg.data.prepared:
+        return prepared_run_data(cfg, resume, rt)
     t = cfg.train
     splits = load_splits(cfg)
     if resume:
@@ -386,7 +401,7 @@ class Stepper:
 
 
 def training_groups(
-    batcher: BucketBatcher, p: Progress, accum: int, rt: Runtime
+    batcher: BucketBatcher | ShardBatcher, p: Progress, accum: int, rt: Runtime
 ) -> Iterator[tuple[list[list[int]], bool]]:
     """The groups of batches still to train on, from position ``p``, epoch after epoch.
 
@@ -534,7 +549,7 @@ def build_training(
 def describe(cfg: Config, data: RunData, model: Seq2Seq, rt: Runtime) -> str:
     s, n_params = data.splits, sum(p.numel() for p in model.parameters())
     return (
-        f"data: {len(data.batcher.examples)} train pairs ({data.dropped} over max_len "
+        f"data: {len(data.batcher)} train pairs ({data.dropped} over max_len "
         f"{cfg.data.max_len}, {s.blank_lines} blank lines skipped), {len(s.dev)} dev, "
         f"{len(s.test)} test; vocab {data.src_tok.vocab_size}/{data.tgt_tok.vocab_size}; "
         f"device {rt.device}, world {rt.world}\n"
@@ -580,7 +595,7 @@ def train(cfg: Config, log: Log = print) -> Path:
         if rt.main:
             remove_stale_temps(out)  # left by a trainer killed mid-save
         resume = load_resume(out, cfg, log)  # refuses a changed config before any write
-        data = prepare_data(cfg, resume)
+        data = prepare_data(cfg, resume, rt)
         model, optimizer, progress = build_training(cfg, data, resume, rt)
         if rt.main:
             if resume is not None:

@@ -38,7 +38,8 @@ def first_batches(cfg, n_batches: int) -> tuple[list, int, int]:
     """The first ``n_batches`` length-bucketed training batches of epoch 0, as train() builds
     them; returns (batches, source vocab size, target vocab size)."""
     from attnmt.data import BucketBatcher, encode_pairs
-    from attnmt.train import build_tokenizers, load_splits
+    from attnmt.prepare import build_tokenizers
+    from attnmt.train import load_splits
 
     splits = load_splits(cfg)
     src_tok, tgt_tok = build_tokenizers(cfg, splits.train)

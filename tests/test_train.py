@@ -490,3 +490,26 @@ def test_run_files_follow_the_umask_and_keep_their_mode(tmp_path: Path) -> None:
         assert (run / "config.yaml").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_training_on_prepared_shards_learns_and_resumes_exactly(tmp_path: Path) -> None:
+    """data.prepared: train() prepares the shards on first use, then reads them lazily."""
+    prep = tmp_path / "prepared"
+    sets = [f"data.prepared={prep}", "data.workers=1", "data.dev_max=4", "data.test_max=4"]
+
+    def run(name: str, steps: int) -> Path:
+        more = [f"train.out_dir={tmp_path / name}", f"train.max_steps={steps}"]
+        cfg = tiny_cfg(tmp_path, *sets, *more, "train.save_every=5", "train.eval_every=10")
+        return train(cfg, log=lambda *_: None)
+
+    whole = run("whole", 20)
+    assert (prep / "tokenizers.json").exists() and len(
+        (whole / "dev.tsv").read_text().splitlines()
+    ) == 4
+    records = [json.loads(x) for x in (whole / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert losses[-1] < losses[0]
+    run("parts", 10)
+    resumed = run("parts", 20)  # the second call resumes from step 10
+    a, b = _state(whole / "last.pt"), _state(resumed / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
