@@ -136,20 +136,54 @@ def cmd_translate(args: argparse.Namespace) -> int:
     tr = _translator(args)
     lines = read_input(args.input)
     n_best = tr.options.n_best
-    results = tr.translate(lines)
+    results = tr.translate(lines, with_attention=args.align)
     out = []
-    for hyps in results:
+    for line, hyps in zip(lines, results):
         # Exactly n_best lines per input keep the output aligned with the input, even when a
         # search found fewer distinct hypotheses (e.g. for an empty line): repeat the last one.
         hyps = hyps + hyps[-1:] * (n_best - len(hyps))
         for h in hyps:
-            out.append(f"{h.score:.4f}\t{h.text}" if args.scores else h.text)
+            text = f"{h.score:.4f}\t{h.text}" if args.scores else h.text
+            out.append(f"{text} ||| {_links(h, line, tr)}" if args.align else text)
     text = "".join(line + "\n" for line in out)
     if args.output:
         write_text_atomic(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _links(hyp, source: str, tr: Translator) -> str:
+    """Word-level ``i-j`` links of a hypothesis (source word i, output word j), from attention."""
+    from attnmt.align import format_links, hypothesis_links
+
+    return format_links(hypothesis_links(hyp, source, tr.cfg.data.lowercase))
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    from attnmt.align import align_pairs, format_links, write_pharaoh
+    from attnmt.atomic import prepare_target
+    from attnmt.corpus import read_corpus
+
+    if args.output:
+        prepare_target(args.output)
+    tr = _translator(args)
+    pairs = read_corpus(args.input, reverse=args.reverse).pairs
+    links = align_pairs(tr, pairs, layer=args.layer, head=args.head)
+    if args.output:
+        write_pharaoh(args.output, links)
+    else:
+        sys.stdout.write("".join(format_links(x) + "\n" for x in links))
+    return 0
+
+
+def _alignment_report(tr: Translator, pairs: list[tuple[str, str]], gold_path: str, n: int) -> str:
+    """AER of the model's attention, forced to read the first ``n`` references, against gold
+    links (one line per pair of the whole test file)."""
+    from attnmt.align import align_pairs, alignment_error, read_pharaoh, words
+
+    golds = read_pharaoh(gold_path, [(len(words(s)), len(words(t))) for s, t in pairs])
+    return alignment_error(align_pairs(tr, pairs[:n]), golds[:n]).report()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -160,15 +194,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from attnmt.evaluate import evaluate
 
     tr = _translator(args)
-    pairs = read_corpus(args.test, reverse=args.reverse).pairs
-    if args.limit:
-        pairs = pairs[: args.limit]
+    every = read_corpus(args.test, reverse=args.reverse).pairs
+    pairs = every[: args.limit] if args.limit else every
     result = evaluate(tr, pairs)
     if args.json:
         fields = ["bleu", "chrf", "bleu_signature", "chrf_signature", "perplexity", "sentences"]
         print(json.dumps({k: getattr(result, k) for k in fields}, indent=2))
     else:
         print(result.report())
+    if args.align_gold:
+        print(_alignment_report(tr, every, args.align_gold, len(pairs)))
     sys.stdout.flush()  # the scores are out even if the hypotheses cannot be written
     if args.output:
         write_text_atomic(args.output, "".join(h + "\n" for h in result.hypotheses))
@@ -258,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attnmt", description="Attention encoder-decoder machine translation."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_prepare, _add_train, _add_translate, _add_evaluate,
-                _add_explain, _add_plot, _add_serve, _add_export, _add_data):  # fmt: skip
+    commands = (_add_demo, _add_prepare, _add_train, _add_translate, _add_evaluate, _add_align,
+                _add_explain, _add_plot, _add_serve, _add_export, _add_data)  # fmt: skip
+    for add in commands:
         add(sub)
     return parser
 
@@ -303,6 +339,12 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-best", type=int, help="hypotheses per sentence, one per line")
     p.add_argument("--scores", action="store_true", help="prefix each line with its score")
     p.add_argument(
+        "--align",
+        action="store_true",
+        help="add word alignments from attention after ' ||| ' (Pharaoh i-j: source word i, "
+        "output word j, 0-based)",
+    )
+    p.add_argument(
         "--engine",
         choices=["torch", "ctranslate2"],
         default="torch",
@@ -320,8 +362,27 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0, help="use the first N pairs only")
     p.add_argument("-o", "--output", help="also write the hypotheses to this file")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument(
+        "--align-gold",
+        help="gold word alignments, one Pharaoh line per test pair (i-j sure, i?j possible): "
+        "also report the attention's AER, precision and recall",
+    )
     _add_decode_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_align(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "align", help="word alignments of given translations, from the model's attention"
+    )
+    p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
+    p.add_argument("-i", "--input", required=True, help="pairs: TSV file or SRC_FILE,TGT_FILE")
+    p.add_argument("-o", "--output", help="Pharaoh alignment file (default stdout)")
+    p.add_argument("--reverse", action="store_true", help="the TSV's columns are tgt, src")
+    p.add_argument("--layer", type=int, default=-1, help="Transformer layer (default the last)")
+    p.add_argument("--head", type=int, help="Transformer head (default: the layer's average)")
+    _add_decode_args(p)
+    p.set_defaults(func=cmd_align)
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:

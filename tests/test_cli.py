@@ -582,3 +582,31 @@ def test_outputs_follow_the_umask_and_keep_their_mode(models, tmp_path):
         assert curves.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_alignments_from_translate_align_and_evaluate(tiny_run: Path, tmp_path: Path) -> None:
+    from attnmt.align import parse_pharaoh, words
+
+    ckpt = str(tiny_run / "best.pt")
+    sources = ["I eat bread.", "They see the dog."]
+    stdin = ("\n".join(sources) + "\n").encode()
+    code, out, _ = run_main(["translate", "--model", ckpt, "--align", "--beam", "2"], stdin)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for src, line in zip(sources, lines):
+        text, links = line.split(" ||| ")
+        gold = parse_pharaoh(links)  # well-formed Pharaoh
+        assert gold.sure and all(i < len(words(src)) and j < len(words(text)) for i, j in gold.sure)
+        assert {j for _, j in gold.sure} == set(range(len(words(text))))  # every output word
+    pairs = [tuple(x.split("\t")) for x in (tiny_run / "test.tsv").read_text().splitlines()]
+    code, out, _ = run_main(["align", "--model", ckpt, "-i", str(tiny_run / "test.tsv")])
+    assert code == 0 and len(out.splitlines()) == len(pairs)
+    gold = tmp_path / "test.align"  # each pair's own forced alignment as gold: AER 0
+    gold.write_text(out)
+    evaluate = ["evaluate", "--model", ckpt, "--test", str(tiny_run / "test.tsv")]
+    code, out, _ = run_main([*evaluate, "--align-gold", str(gold)])
+    assert code == 0 and "AER 0.00" in out
+    gold.write_text("0-0\n")  # one line for several pairs: an error naming the file
+    code, _, err = run_main([*evaluate, "--align-gold", str(gold)])
+    assert code == 2 and "test.align" in err and "alignment lines" in err
