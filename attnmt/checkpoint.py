@@ -37,6 +37,7 @@ FORMAT = "attnmt-checkpoint-v1"
 RESUMABLE_KEYS = frozenset(
     {
         "train.out_dir",  # a run directory may be moved
+        "data.workers",  # how many processes prepare the shards, not what they hold
         "train.max_steps",
         "train.max_epochs",
         "train.max_minutes",

@@ -259,3 +259,14 @@ def test_an_unreadable_config_is_a_config_error(tmp_path, make, message):
     make(path)
     with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
         load_config(path)
+
+
+def test_every_config_key_is_in_the_reference() -> None:
+    """docs/configs.md lists every key (regenerate its tables when a key is added)."""
+    import dataclasses
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configs.md").read_text()
+    cfg = Config()
+    for section in ("data", "model", "train", "decode"):
+        for f in dataclasses.fields(getattr(cfg, section)):
+            assert f"`{section}.{f.name}`" in doc, f"{section}.{f.name} missing in docs/configs.md"
