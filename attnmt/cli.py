@@ -235,16 +235,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from attnmt.serve import serve
+    from attnmt.serve import models_from_args, serve
 
     serve(
-        args.model,
+        models=models_from_args(args.model, args.src_lang, args.tgt_lang),
         host=args.host,
         port=args.port,
-        src_lang=args.src_lang,
-        tgt_lang=args.tgt_lang,
         device=str(_device(args)),
         quantize=args.quantize,
+        api_keys=args.api_keys,
     )
     return 0
 
@@ -405,8 +404,21 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="HTTP API and web page around one model")
-    p.add_argument("--model", required=True, help="checkpoint (.pt or run dir)")
+    p = sub.add_parser("serve", help="HTTP API, LibreTranslate API and web page around models")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="[PAIR=]PATH",
+        help="a checkpoint (.pt or run dir) or CTranslate2 export for --src-lang -> --tgt-lang; "
+        "or PAIR=PATH once per model (--model en-es=CKPT --model es-en=DIR); or a directory of "
+        "models named by their pairs (en-es.pt, es-en/)",
+    )
+    p.add_argument(
+        "--api-keys",
+        metavar="FILE",
+        help="require an API key on /translate and /detect: one KEY [REQUESTS_PER_MINUTE] a line",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--src-lang", default="en", help="source language code (LibreTranslate API)")

@@ -9,14 +9,21 @@ Starts ``attnmt.serve.serve`` on 127.0.0.1 for a checkpoint (or uses a running s
   halved until it is not refused with 413);
 * ``idle``: light clients while many connections are held open without sending a request (a
   third send nothing, a third half their headers, a third headers and no body);
-* ``all``: the three in turn on one server.
+* ``paragraphs``: N clients against LibreTranslate's ``POST /translate``, each ``q`` a
+  paragraph of several sentences, every other one as HTML (``format: html``), so the server
+  splits, batches and reassembles; with ``--argos``, the same paragraphs are also translated by
+  argostranslate in-process from the checkpoint exported as an Argos package (sentences/s);
+* ``all``: clients, heavy and idle in turn on one server.
 
 Each reports errors, p50/p99 latency of the light requests and the server's memory (resident
-size before, at its peak, after). Example::
+size before, at its peak, after). ``--engine ctranslate2`` exports the checkpoint (a
+Transformer) to CTranslate2 first and serves the export. Example::
 
     python bench/load_test.py --model runs/demo/best.pt --clients 32 --duration 30
     python bench/load_test.py --model runs/demo/best.pt --workload all --duration 20 --json
     python bench/load_test.py --url http://127.0.0.1:8000 --pid 12345 --workload idle
+    python bench/load_test.py --model runs/tf/best.pt --engine ctranslate2 \\
+        --workload paragraphs --argos --duration 30
 """
 
 from __future__ import annotations
@@ -24,16 +31,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
+import os
 import random
 import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # attnmt importable uninstalled (sentence counts, exports)
 
 SENTENCES = [
     "I see the dog.",
@@ -45,6 +58,12 @@ SENTENCES = [
     "She reads a long book every evening.",
     "Where is the train station?",
 ]
+# Paragraphs of the tiny corpus's sentences (tests/conftest.py), so a tiny model knows them.
+_TINY = [f"{s} {v} {o}." for s in ("I", "You", "We", "They") for v in ("eat", "see", "want")
+         for o in ("apples", "bread", "the dog", "a car")]  # fmt: skip
+PARAGRAPHS = [" ".join(_TINY[i : i + 4 + i % 3]) for i in range(0, 40, 5)]
+PARAGRAPHS_HTML = [f"<p>{first}. <b>{rest}</b></p>"
+                   for first, rest in (p.split(". ", 1) for p in PARAGRAPHS)]  # fmt: skip
 IDLE_STARTS = [  # how a held connection starts: nothing, half its headers, headers and no body
     b"",
     b"POST /v1/translate HTTP/1.1\r\nHost: load\r\n",
@@ -81,11 +100,17 @@ def free_port() -> int:
 
 
 def start_server(model: str, port: int, timeout_s: float = 120) -> subprocess.Popen:
-    """Run the real server in a child process and wait until /health answers."""
-    cmd = [sys.executable, "-m", "attnmt", "serve", "--model", model, "--port", str(port)]
+    """Run the real server in a child process and wait until /health answers: ``attnmt serve``
+    for a checkpoint, :func:`serve_export` (the same ``attnmt.serve.serve``) for a CTranslate2
+    export, which ``attnmt serve --model`` does not take yet."""
+    if (Path(model) / "model.bin").is_file():
+        cmd = [sys.executable, __file__, "--serve-export", model, "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "attnmt", "serve", "--model", model, "--port", str(port)]
+        cmd.append("--device=cpu")  # as serve() defaults: the load test measures the CPU server
     proc = subprocess.Popen(
-        [*cmd, "--device", "cpu"],  # as serve() defaults: the load test measures the CPU server
-        cwd=Path(__file__).resolve().parents[1],  # the repo root: attnmt importable uninstalled
+        cmd,
+        cwd=REPO,  # attnmt importable uninstalled
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -109,32 +134,52 @@ class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
+        self.sentences = 0  # in the requests answered
 
     def pct(self, p: float) -> float | None:
         lat = sorted(self.latencies)
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else None
 
-    def report(self, elapsed: float, per_request: int = 1) -> dict:
+    def report(self, elapsed: float) -> dict:
         return {
             "requests_ok": len(self.latencies),
             "errors": sum(self.errors.values()),
             "error_kinds": self.errors,
             "req_per_s": len(self.latencies) / elapsed,
-            "sentences_per_s": len(self.latencies) * per_request / elapsed,
+            "sentences_per_s": self.sentences / elapsed,
             "latency_ms": {"p50": self.pct(0.50), "p90": self.pct(0.90), "p99": self.pct(0.99)},
         }
 
 
+def sentences_in(body: dict) -> int:
+    """Sentences a request asks for: /v1's texts, or those the server splits a /translate q
+    into (attnmt.sentences; for HTML, the text runs of the document)."""
+    if "text" in body:
+        return len(body["text"])
+    return _split_count(body["q"], body.get("format", "text"), body["source"])
+
+
+@functools.cache  # counted once per paragraph: the load generator shares the server's CPUs
+def _split_count(q: str, fmt: str, lang: str) -> int:
+    from attnmt.markup import HtmlDocument
+    from attnmt.sentences import split_sentences
+
+    runs = HtmlDocument(q).texts if fmt == "html" else [q]
+    return sum(len(split_sentences(r, lang).sentences) for r in runs)
+
+
 async def post(http: httpx.AsyncClient, body: dict, stats: Stats) -> int | None:
-    """One request; its latency (if 200) or its failure goes to ``stats``; returns the status."""
+    """One request (to /translate when it has a ``q``); its latency (if 200) or its failure goes
+    to ``stats``; returns the status."""
     t0 = time.perf_counter()
     try:
-        r = await http.post("/v1/translate", json=body)
+        r = await http.post("/translate" if "q" in body else "/v1/translate", json=body)
     except httpx.HTTPError as e:
         stats.errors[type(e).__name__] = stats.errors.get(type(e).__name__, 0) + 1
         return None
     if r.status_code == 200:
         stats.latencies.append(time.perf_counter() - t0)
+        stats.sentences += sentences_in(body)
     else:
         stats.errors[f"HTTP {r.status_code}"] = stats.errors.get(f"HTTP {r.status_code}", 0) + 1
     return r.status_code
@@ -195,7 +240,7 @@ async def run_clients(url: str, pid: int | None, args: argparse.Namespace) -> di
             lambda: light_body(rng, args.sentences, args.beam), stats,
         )  # fmt: skip
     elapsed = time.perf_counter() - start
-    return {**out, "elapsed_s": elapsed, **stats.report(elapsed, args.sentences)}
+    return {**out, "elapsed_s": elapsed, **stats.report(elapsed)}
 
 
 async def admitted_heavy(http: httpx.AsyncClient, args: argparse.Namespace) -> tuple[dict, dict]:
@@ -232,7 +277,7 @@ async def run_heavy(url: str, pid: int | None, args: argparse.Namespace) -> dict
                              lambda: light_body(rng, args.sentences, args.beam), light),
             )  # fmt: skip
     elapsed = time.perf_counter() - start
-    return {**out, "elapsed_s": elapsed, **light.report(elapsed, args.sentences),
+    return {**out, "elapsed_s": elapsed, **light.report(elapsed),
             "heavy": heavy.report(elapsed)}  # fmt: skip
 
 
@@ -293,7 +338,100 @@ async def run_idle(url: str, pid: int | None, args: argparse.Namespace) -> dict:
         "seconds_to_close_p50": times[len(times) // 2] if times else None,
         "seconds_to_close_max": times[-1] if times else None,
     }
-    return {**out, "elapsed_s": elapsed, **light.report(elapsed, args.sentences)}
+    return {**out, "elapsed_s": elapsed, **light.report(elapsed)}
+
+
+def paragraph_body(i: int) -> dict:
+    """The i-th paragraph request: plain text and HTML in turn."""
+    html = i % 2 == 1
+    q = (PARAGRAPHS_HTML if html else PARAGRAPHS)[(i // 2) % len(PARAGRAPHS)]
+    return {"q": q, "source": "en", "target": "es", "format": "html" if html else "text"}
+
+
+async def run_paragraphs(url: str, pid: int | None, args: argparse.Namespace) -> dict:
+    """The ``paragraphs`` workload: --clients clients sending paragraphs to /translate."""
+    stats, out, counter = Stats(), {"workload": "paragraphs", "clients": args.clients}, [0]
+
+    def next_body() -> dict:
+        counter[0] += 1
+        return paragraph_body(counter[0])
+
+    start = time.perf_counter()
+    async with memory_watch(pid, out), client_for(url, args.clients) as http:
+        await clients_loop(http, args.clients, time.monotonic() + args.duration,
+                           [args.max_requests], next_body, stats)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    return {**out, "elapsed_s": elapsed, **stats.report(elapsed)}
+
+
+def serve_export(model_dir: str, port: int) -> None:
+    """``--serve-export``: serve a CTranslate2 export as en-es, in this (child) process."""
+    from attnmt.serve import serve
+
+    serve(models={"en-es": model_dir}, port=port)
+
+
+def export_for(args: argparse.Namespace, tmp: Path) -> str:
+    """The model the server loads: the checkpoint, or its CTranslate2 export."""
+    if args.engine == "torch" or (Path(args.model) / "model.bin").is_file():
+        return args.model
+    from attnmt.ct2 import export_ctranslate2
+
+    return str(export_ctranslate2(args.model, tmp / "ct2"))
+
+
+def argos_package(args: argparse.Namespace, tmp: Path) -> Path:
+    """The checkpoint as an Argos package, with --sbd-model or the tests' toy splitter (a real
+    MiniSBD model is a download)."""
+    from attnmt.argos import export_argos
+
+    sbd = args.sbd_model
+    if sbd is None:
+        from tests.test_argos import toy_splitter
+
+        sbd = toy_splitter(tmp / "en.onnx")
+    return export_argos(args.model, tmp / "argos", "en", "es", sbd_model=sbd)
+
+
+def run_argos(args: argparse.Namespace, tmp: Path) -> dict:
+    """argostranslate translating the paragraphs in-process, in a child whose package and data
+    directories are all under ``tmp`` (argostranslate reads them when imported)."""
+    from attnmt.checkpoint import Checkpoint
+
+    beam = Checkpoint.load(args.model).config.decode.beam  # the server's default search
+    home = tmp / "argos_home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGOS_", "XDG_"))}
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"),
+               XDG_CONFIG_HOME=str(home / "config"), XDG_CACHE_HOME=str(home / "cache"),
+               ARGOS_PACKAGES_DIR=str(home / "packages"), ARGOS_DEVICE_TYPE="cpu",
+               ARGOS_COMPUTE_TYPE="default", ARGOS_BEAM_SIZE=str(beam))  # fmt: skip
+    cmd = [sys.executable, __file__, "--argos-child", str(argos_package(args, tmp)),
+           "--duration", str(args.duration), "--max-requests", str(args.max_requests)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise SystemExit(f"argostranslate child failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "beam": beam}
+
+
+def argos_child(package: str, duration: float, max_requests: int) -> None:
+    """``--argos-child``: install ``package`` and translate PARAGRAPHS in turn; prints JSON."""
+    from argostranslate import package as argos_package_api
+    from argostranslate import translate
+
+    argos_package_api.install_from_path(package)
+    translate.translate(PARAGRAPHS[0], "en", "es")  # loads the model and the splitter
+    before, sentences, n = rss_mib(os.getpid()), 0, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < duration and n < max_requests:
+        q = PARAGRAPHS[n % len(PARAGRAPHS)]
+        translate.translate(q, "en", "es")
+        sentences += _split_count(q, "text", "en")
+        n += 1
+    elapsed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"paragraphs": n, "sentences": sentences, "elapsed_s": elapsed,
+                      "sentences_per_s": sentences / elapsed, "rss_mib_before": before,
+                      "rss_mib_after": rss_mib(os.getpid()), "rss_mib_peak": peak}))  # fmt: skip
 
 
 def print_table(report: dict) -> None:
@@ -302,7 +440,7 @@ def print_table(report: dict) -> None:
 
     lat = report["latency_ms"]
     rows = [
-        ("server", report["url"]),
+        ("server", f"{report['url']} ({report['engine']} engine)"),
         ("workload", report["workload"]),
         ("light clients", str(report["clients"])),
         ("duration", fmt(report["elapsed_s"], " s")),
@@ -322,6 +460,14 @@ def print_table(report: dict) -> None:
         ]
     if "idle" in report:
         rows.append(("held connections", json.dumps(report["idle"])))
+    if "argos" in report:
+        a = report["argos"]
+        rows += [
+            ("argos in-process", f"{a['paragraphs']} paragraphs, {fmt(a['sentences_per_s'])} "
+                                 f"sent/s at beam {a['beam']}"),
+            ("argos RSS before/peak/after", f"{fmt(a['rss_mib_before'])} / "
+             f"{fmt(a['rss_mib_peak'])} / {fmt(a['rss_mib_after'])} MiB"),
+        ]  # fmt: skip
     rows += [
         ("server RSS before", fmt(report["rss_mib_before"], " MiB")),
         ("server RSS peak", fmt(report["rss_mib_peak"], " MiB")),
@@ -333,7 +479,8 @@ def print_table(report: dict) -> None:
     print()
 
 
-WORKLOADS = {"clients": run_clients, "heavy": run_heavy, "idle": run_idle}
+WORKLOADS = {"clients": run_clients, "heavy": run_heavy, "idle": run_idle,
+             "paragraphs": run_paragraphs}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -353,8 +500,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--heavy-chars", type=int, default=1000, help="characters per sentence (1000)")
     p.add_argument("--heavy-beam", type=int, default=10, help="heavy request beam (10)")
     p.add_argument("--idle", type=int, default=1030, help="connections held open (1030)")
+    engines = ["torch", "ctranslate2"]
+    p.add_argument("--engine", choices=engines, default="torch", help="ctranslate2: its export")
+    p.add_argument("--argos", action="store_true", help="paragraphs: argostranslate too")
+    p.add_argument("--sbd-model", help="--argos: the package's MiniSBD model (default: a toy)")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     args = p.parse_args(argv)
+    if args.argos and not (args.model and args.workload == "paragraphs"):
+        p.error("--argos needs --model and --workload paragraphs")
     counts = (args.clients, args.max_requests, args.sentences, args.heavy_clients,
               args.heavy_sentences, args.heavy_chars, args.heavy_beam, args.idle)  # fmt: skip
     if min(counts) < 1 or args.duration <= 0:
@@ -362,21 +515,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_child(argv: list[str]) -> int:
+    """The child processes this script starts itself: a server, or argostranslate."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--serve-export")
+    p.add_argument("--argos-child")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--duration", type=float, default=30.0)
+    p.add_argument("--max-requests", type=int, default=20_000)
+    a = p.parse_args(argv)
+    if a.serve_export:
+        serve_export(a.serve_export, a.port)
+    else:
+        argos_child(a.argos_child, a.duration, a.max_requests)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--serve-export"], ["--argos-child"]):
+        return run_child(argv)
     args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="load_test.") as tmp:
+        return run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> int:
     proc = None
     if args.model:
         port = free_port()
-        proc = start_server(args.model, port)
+        proc = start_server(export_for(args, tmp), port)
         url, pid = f"http://127.0.0.1:{port}", proc.pid
     else:
         url, pid = args.url.rstrip("/"), args.pid
-    names = list(WORKLOADS) if args.workload == "all" else [args.workload]
+    names = ["clients", "heavy", "idle"] if args.workload == "all" else [args.workload]
     reports = []
     try:
         for name in names:
             report = asyncio.run(WORKLOADS[name](url, pid, args))
-            reports.append({**report, "url": url})
+            reports.append({**report, "url": url, "engine": args.engine})
     finally:
         if proc is not None:
             proc.terminate()
@@ -384,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    if args.argos:  # after the server has gone: the two do not share the CPUs
+        reports[0]["argos"] = run_argos(args, tmp)
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
     else:

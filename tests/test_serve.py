@@ -208,62 +208,6 @@ def test_health_openapi_page(client, translator):
         assert client.get(f"/static/{name}").status_code == 200
 
 
-def test_libretranslate_json_and_forms(client, translator):
-    want = expected(translator, SENTENCES[:2])
-    base = {"source": "en", "target": "es", "format": "text", "api_key": "ignored"}
-    r = client.post("/translate", json={"q": SENTENCES[0], **base})
-    assert r.status_code == 200, r.text
-    assert r.json() == {"translatedText": want[0]}
-
-    r = client.post("/translate", json={"q": SENTENCES[:2], **base})
-    assert r.json() == {"translatedText": want}
-
-    r = client.post("/translate", data={"q": SENTENCES[0], **base})  # urlencoded form
-    assert r.json() == {"translatedText": want[0]}
-    r = client.post("/translate", data={"q": SENTENCES[:2], **base})  # repeated q = a list
-    assert r.json() == {"translatedText": want}
-    r = client.post(  # multipart form
-        "/translate",
-        files={"q": (None, SENTENCES[1]), "source": (None, "en"), "target": (None, "es")},
-    )
-    assert r.json() == {"translatedText": want[1]}
-
-    r = client.post("/translate", json={"q": SENTENCES[0], "alternatives": 2, **base})
-    body = r.json()
-    assert body["translatedText"] == want[0] and isinstance(body["alternatives"], list)
-    assert want[0] not in body["alternatives"]
-    r = client.post("/translate", json={"q": SENTENCES[:2], "alternatives": 1, **base})
-    assert len(r.json()["alternatives"]) == 2
-
-    r = client.post("/translate", json={"q": SENTENCES[0], "source": "auto", "target": "es"})
-    assert r.json()["detectedLanguage"]["language"] == "en"
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"q": "hello", "source": "fr", "target": "es"},
-        {"q": "hello", "source": "en", "target": "de"},
-        {"source": "en", "target": "es"},
-        {"q": "hello", "source": "en"},
-        {"q": "hello", "source": "en", "target": "es", "format": "pdf"},
-        {"q": "hello", "source": "en", "target": "es", "alternatives": "many"},
-        {"q": 5, "source": "en", "target": "es"},
-        {"q": "hello", "source": "en", "target": "es", "alternatives": -1},
-    ],
-)
-def test_libretranslate_errors(client, body):
-    r = client.post("/translate", json=body)
-    assert r.status_code == 400
-    assert isinstance(r.json()["error"], str)
-
-
-def test_libretranslate_languages(client):
-    langs = client.get("/languages").json()
-    assert langs[0] == {"code": "en", "name": "English", "targets": ["es"]}
-    assert langs[1]["code"] == "es"
-
-
 @pytest.mark.parametrize(
     "payload, status, field",
     [
