@@ -1,24 +1,30 @@
 """Which plain LSTM variant's attention aligns? AER, BLEU and training time per demo variant.
 
-    python bench/align_variants.py                       # every variant, one after another
-    python bench/align_variants.py --variants demo uni   # some of them
-    python bench/align_variants.py --define wide=model.hidden=512,model.emb_dim=256
-    python bench/align_variants.py --select dev          # measure the dev split (for tuning)
+    python bench/align_variants.py                              # every variant, in turn
+    python bench/align_variants.py --variants general additive+uni  # some of them
+    python bench/align_variants.py --variants general additive --seeds 1 2 3
+    python bench/align_variants.py --define big=model.attention=additive,model.hidden=512
+    python bench/align_variants.py --select dev                 # the dev split (for tuning)
 
-Each variant is ``attnmt/configs/lstm_demo.yaml`` plus ``--set``-style overrides, trained with
-``attnmt.train.train`` into ``--root/NAME`` (a finished run there is measured again, not
-retrained, unless ``--fresh``). On the held-out split (``test`` by default; choose with
-``--select dev`` when tuning) it reports:
+Each variant is ``attnmt/configs/lstm_demo.yaml`` plus ``--set``-style overrides that always name
+the scoring (``general``, ``dot``, ``additive``, and ``SCORING+KNOB`` for one more change), so a
+table means the same whatever the demo's default is. It is trained with ``attnmt.train.train``
+into ``--root/NAME``; a finished run of the same config there is measured again, not retrained
+(``--fresh`` retrains). ``--seeds`` adds ``NAME@SEED`` runs: ``train.seed`` also draws the demo
+corpus and its split, so seeds differ in data as well as in initialisation. On the held-out
+split (``test`` by default; ``--select dev`` when tuning) it reports:
 
 - AER / precision / recall of the attention of the model forced to read the reference
   (``align.align_pairs``) against the demo gold (``demo_corpus.demo_gold``), Och & Ney 2003;
 - BLEU (sacreBLEU, beam 5 as the demo decodes) and exact match of the translations;
 - where the attention mass goes, per target word (forced attention, word level): the mean share
-  on the gold-linked source words, on the final punctuation mark, on ``<eos>``, the mean largest
-  share (1.0 = every row one-hot) and the largest raw score (a saturated softmax has huge ones);
-- training time (the run's own ``elapsed_s``);
-- for "Let's go." and "The red car is not here.", each greedy output word and the source word
-  it attends to most (``explain.explain``), and whether that is the gold counterpart.
+  on the gold-linked source words, on the final punctuation mark, on ``<eos>``, and the mean
+  largest share (1.0 = every row one-hot);
+- training time (the run's own ``elapsed_s``; only comparable on an otherwise idle machine);
+- for "Let's go." and "The red car is not here.", each greedy output word, the source word it
+  attends to most (``explain.explain``), whether that is the gold counterpart, and the largest
+  raw score (a saturated softmax has huge ones); "held out" when the seed's split kept the
+  sentence out of training.
 
 Prints a Markdown table and writes JSON (``--json``, rewritten after every variant). Variants
 run one at a time: the machine is shared, and timings of concurrent runs would mean nothing.
@@ -167,9 +173,12 @@ def attention_mass(
     }
 
 
-def explained(translator: Translator) -> dict[str, Any]:
+def explained(translator: Translator, run: Path) -> dict[str, Any]:
     """Greedy output of the two example sentences, each output word with the source word it
     attends to most, its share, and whether that is a gold counterpart."""
+    held_out = {
+        s for split in ("dev", "test") for s, _ in read_corpus(str(run / f"{split}.tsv")).pairs
+    }
     out = {}
     for text, (_, pharaoh) in EXPLAINED.items():
         trace = explain(translator, text)
@@ -187,7 +196,7 @@ def explained(translator: Translator) -> dict[str, Any]:
                 "max_score": max(step.scores),
                 "gold": (src_w[best], tgt_w[j]) in gold.possible,
             })  # fmt: skip
-        out[text] = {"output": trace.output_text, "steps": steps}
+        out[text] = {"output": trace.output_text, "steps": steps, "held_out": text in held_out}
     return out
 
 
@@ -214,7 +223,7 @@ def measure(run: Path, split: str) -> dict[str, Any]:
         "train_s": train_seconds(run),
         "align_s": align_s,
         **attention_mass(translator, pairs, golds),
-        "explain": explained(translator),
+        "explain": explained(translator, run),
     }
 
 
@@ -263,7 +272,10 @@ def explain_lines(results: dict[str, dict[str, Any]]) -> str:
                 for s in e["steps"]
             )
             top = max((s["max_score"] for s in e["steps"]), default=0.0)
-            lines.append(f"- {name}: {text!r} -> {e['output']!r}: {cells}  [max score {top:.1f}]")
+            note = " (held out)" if e.get("held_out") else ""
+            lines.append(
+                f"- {name}: {text!r}{note} -> {e['output']!r}: {cells}  [max score {top:.1f}]"
+            )
     return "\n".join(lines)
 
 
