@@ -11,6 +11,7 @@ Log lines (one JSON object each, written by ``train.train``)::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     return write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
 
 
+def log_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, line, record) for each whole line of a training log. A last line without
+    its newline is a torn write (a crash or a full disk mid-append) and is left out; a line that
+    is not an object with an integer 'step' is an error naming file:line. The trainer (dropping
+    redone steps on resume) and :func:`read_log` both read the log through this."""
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # after the last newline: torn
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+            raise ValueError(f"{path}:{lineno}: expected an object with an integer 'step'")
+        yield lineno, line, rec
+
+
 def read_log(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """Log records by kind, then by step; a malformed line is an error naming file:line (but a
     torn last line, a write cut short, is left out)."""
@@ -36,29 +55,18 @@ def read_log(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
         raise ValueError(f"{path}: training log not found")
     by_kind: dict[str, dict[int, dict[str, Any]]] = {"train": {}, "valid": {}}
     lines = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                if not line.endswith("\n"):
-                    break  # torn by a crash or a full disk mid-append (the trainer drops it too)
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            lines += 1
-            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
-                raise ValueError(f"{path}:{lineno}: expected an object with an integer 'step'")
-            if not isinstance(rec.get("kind"), str):
-                raise ValueError(f"{path}:{lineno}: expected a string 'kind'")
-            for key, value in rec.items():
-                if key != "kind" and not (
-                    isinstance(value, (int, float)) and not isinstance(value, bool)
-                ):
-                    raise ValueError(f"{path}:{lineno}: {key!r} is not a number: {value!r}")
-            # Kinds other than train/valid are not drawn (yet); they are not errors.
-            # A resumed run may log a step again; the later line describes the run that went on.
-            by_kind.setdefault(rec["kind"], {})[rec["step"]] = rec
+    for lineno, _, rec in log_records(path):
+        lines += 1
+        if not isinstance(rec.get("kind"), str):
+            raise ValueError(f"{path}:{lineno}: expected a string 'kind'")
+        for key, value in rec.items():
+            if key != "kind" and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+            ):
+                raise ValueError(f"{path}:{lineno}: {key!r} is not a number: {value!r}")
+        # Kinds other than train/valid are not drawn (yet); they are not errors.
+        # A resumed run may log a step again; the later line describes the run that went on.
+        by_kind.setdefault(rec["kind"], {})[rec["step"]] = rec
     if lines == 0:
         raise ValueError(f"{path}: training log has no lines")
     return by_kind

@@ -53,6 +53,7 @@ from attnmt.corpus import read_corpus, split_pairs
 from attnmt.data import Batch, BucketBatcher, ShardBatcher, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
 from attnmt.interface import Seq2Seq, pick_device
+from attnmt.plot import log_records
 from attnmt.prepare import build_tokenizers
 from attnmt.tokenizer import Tokenizer
 from attnmt.translate import DecodeOptions, TorchEngine, Translator
@@ -448,7 +449,10 @@ class RunLog:
 
         self.path = out / "train_log.jsonl"
         if self.path.exists():
-            write_text_atomic(self.path, "".join(_log_lines_upto(self.path, step)))
+            write_text_atomic(
+                self.path,
+                "".join(line + "\n" for _, line, r in log_records(self.path) if r["step"] <= step),
+            )
         self.writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -462,24 +466,6 @@ class RunLog:
     def close(self) -> None:
         if self.enabled:
             self.writer.close()
-
-
-def _log_lines_upto(path: Path, step: int) -> list[str]:
-    """The log's whole lines up to ``step``; a last line without its newline is a torn write."""
-    lines = path.read_text(encoding="utf-8").split("\n")
-    lines = lines[:-1]  # what follows the last newline: "" or a torn line
-    kept = []
-    for i, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}:{i}: not valid JSON; fix or remove the line") from None
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            if record["step"] <= step:
-                kept.append(line + "\n")
-        elif record is not None:
-            raise ValueError(f"{path}:{i}: expected an object with an integer 'step'")
-    return kept
 
 
 class Meter:
