@@ -87,13 +87,22 @@ def server_defaults(options: DecodeOptions, limits: ServeLimits) -> DecodeOption
 
 
 def request_options(
-    defaults: DecodeOptions, limits: ServeLimits, beam: int | None, n_best: int | None
+    defaults: DecodeOptions,
+    limits: ServeLimits,
+    beam: int | None,
+    n_best: int | None,
+    no_repeat_ngram: int | None = None,
+    repetition_penalty: float | None = None,
 ) -> DecodeOptions:
-    """A request's beam and n_best over the server's defaults, bounded by the limits."""
+    """A request's beam and n_best over the server's defaults, bounded by the limits; and its
+    repetition options (None = the default), which the request model bounds."""
     for name, value in (("n_best", n_best), ("beam", beam)):
         if value is not None and not 1 <= value <= limits.max_beam:
             raise ApiError(422, f"{name}: must be between 1 and {limits.max_beam}, got {value}")
     try:
-        return DecodeOptions.resolve(defaults, beam=beam, n_best=n_best)
+        return DecodeOptions.resolve(
+            defaults, beam=beam, n_best=n_best, no_repeat_ngram=no_repeat_ngram,
+            repetition_penalty=repetition_penalty,
+        )  # fmt: skip
     except ValueError as e:  # e.g. n_best above the beam asked for; the message names it
         raise ApiError(422, str(e)) from None

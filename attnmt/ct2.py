@@ -257,6 +257,11 @@ class CT2Engine:
     default) unless there is no length penalty, when it ends once the best candidate has ended
     (attnmt's ``early_stop``; with alpha 0 no later hypothesis can outscore it, so the winner is
     the same either way). So ``early_stop`` with a length penalty is refused (:meth:`check`).
+
+    Repetition control: ``no_repeat_ngram`` bans the same tokens as attnmt's search (greedy gives
+    the same ids). CT2 applies ``repetition_penalty`` (and the bans and ``min_len``) to logits
+    before its softmax, attnmt to log-probs after it, so with a penalty the outputs can differ,
+    and CT2's log-probs are those of its renormalised distribution.
     """
 
     def __init__(self, translator: Any, src_tok: Tokenizer, tgt_tok: Tokenizer):
@@ -302,6 +307,9 @@ class CT2Engine:
             # A floor above the limit means "decode up to the limit" in attnmt's search; CT2
             # refuses it, so it gets the limit.
             min_decoding_length=min(options.min_len, max(limits)),
+            # The same bans as attnmt's search; CT2 applies the penalty to logits, not log-probs.
+            no_repeat_ngram_size=options.no_repeat_ngram,
+            repetition_penalty=options.repetition_penalty,
             max_input_length=MAX_POSITIONS - 1,  # the position table's length, with <eos>
             return_scores=True,
             return_end_token=True,  # tells finished hypotheses from cut ones

@@ -16,7 +16,17 @@ returned with ``finished=False``.
 Scores: ``logprob`` is the sum of token log-probabilities (``<eos>`` included); ``score`` divides
 it by the GNMT length penalty ((5 + n) / 6) ** alpha (Wu et al. 2016, section 7), where n counts
 the output steps, ``<eos>`` included. Shapes: B batch, K beam, S source, V vocab, n live
-sentences (or rows).
+sentences (or rows), t output steps so far.
+
+Repetition control (:func:`penalize_repeats`) changes each row's next-token log-probs from its
+own output so far, in greedy and beam search alike (a beam row's history is read after the beam
+reorder): ``no_repeat_ngram`` N gives -inf to any token that would complete an N-gram the row
+already holds (fairseq's ``--no-repeat-ngram-size``, OpenNMT-py's ``block_ngram_repeat``);
+``repetition_penalty`` p multiplies the negative and divides the positive log-probs of tokens
+the row already holds (CTRL's penalized sampling, Keskar et al. 2019). The log-probs are
+not renormalised afterwards, as with ``min_len``, and ``logprob`` sums the values the search
+ranked by. CTranslate2 applies both to logits before its softmax: the same bans, but a penalty
+on log-probs (all <= 0, so always multiplied) is milder than one on logits.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ NEG_INF = float("-inf")
 class Candidate:
     ids: list[int]  # output ids, no <bos>/<eos>
     score: float  # length-normalised log-probability (ranks hypotheses)
-    logprob: float  # total log-probability
+    logprob: float  # total log-probability (as searched: penalised by repetition_penalty)
     attention: Tensor  # (steps, S) headline attention per output step (the <eos> step included)
     finished: bool  # False when the length limit stopped it
 
@@ -68,6 +78,41 @@ def forbid_early_eos(logp: Tensor, t: int, min_len: int, eos_id: int) -> Tensor:
     return logp.masked_fill(is_eos, NEG_INF)  # (n, V)
 
 
+def penalize_repeats(
+    logp: Tensor, history: Tensor, no_repeat_ngram: int = 0, repetition_penalty: float = 1.0
+) -> Tensor:
+    """``decode.no_repeat_ngram`` and ``decode.repetition_penalty`` on one step's log-probs.
+
+    logp (n, V); history (n, t): each row's output so far (no <bos>). Returns a new tensor, or
+    ``logp`` itself when both are off, so that decoding without them is exactly as before."""
+    if repetition_penalty != 1.0 and history.size(1):
+        seen = torch.zeros_like(logp, dtype=torch.bool).scatter_(1, history, True)  # (n, V)
+        # CTRL's rule: a score below 0 is multiplied by p, one above divided (p > 1 lowers both).
+        lowered = torch.where(logp < 0, logp * repetition_penalty, logp / repetition_penalty)
+        logp = torch.where(seen, lowered, logp)  # (n, V)
+    if no_repeat_ngram > 0 and history.size(1) >= no_repeat_ngram:
+        banned = logp.masked_fill(ngram_bans(history, no_repeat_ngram, logp.size(-1)), NEG_INF)
+        # A row the bans would leave with no possible token (every other one already banned,
+        # <eos> by min_len or the model) keeps its log-probs: a repeat, not an arbitrary id.
+        stuck = torch.isneginf(banned).all(-1, keepdim=True)  # (n, 1)
+        logp = torch.where(stuck, logp, banned)  # (n, V)
+    return logp
+
+
+def ngram_bans(history: Tensor, n: int, vocab: int) -> Tensor:
+    """(rows, V) bool: the tokens that would complete an n-gram each row of history (rows, t)
+    already holds, i.e. those that followed an earlier occurrence of its last n - 1 tokens."""
+    rows, t = history.shape
+    windows = history.unfold(1, n, 1)  # (rows, t-n+1, n) every n-gram so far
+    last = history[:, t - n + 1 :].unsqueeze(1)  # (rows, 1, n-1) what a new token would extend
+    match = (windows[:, :, :-1] == last).all(-1)  # (rows, t-n+1); all of nothing is True (n=1)
+    # Scatter each match's final token; the others go to a spare column that is then dropped,
+    # so one matching and one non-matching occurrence of a token cannot overwrite each other.
+    ends = windows[:, :, -1].masked_fill(~match, vocab)  # (rows, t-n+1)
+    bans = torch.zeros(rows, vocab + 1, dtype=torch.bool, device=history.device)  # (rows, V+1)
+    return bans.scatter_(1, ends, True)[:, :vocab]  # (rows, V)
+
+
 # ---------------------------------------------------------------------------------------------
 # Greedy: one step loop, consumed by greedy_search (a batch) and explain (one sentence).
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +125,7 @@ class GreedyStep:
     t: int  # 0-based output step
     alive: Tensor  # (n,) original sentence of each row, on CPU
     input_ids: Tensor  # (n,) token each row read (<bos> first, then its previous choice), CPU
-    logp: Tensor  # (n, V) next-token log-probs (<eos> forbidden before min_len)
+    logp: Tensor  # (n, V) next-token log-probs after min_len and the repetition options
     chosen: Tensor  # (n,) the most probable token, on CPU
     chosen_logp: Tensor  # (n,) its log-prob (float32, CPU)
     attention: StepAttention  # (n, L, nh, S)
@@ -89,25 +134,34 @@ class GreedyStep:
 
 @torch.inference_mode()
 def greedy_steps(
-    model: Seq2Seq, src: Tensor, src_mask: Tensor, limits: list[int], min_len: int = 0
+    model: Seq2Seq,
+    src: Tensor,
+    src_mask: Tensor,
+    limits: list[int],
+    min_len: int = 0,
+    no_repeat_ngram: int = 0,
+    repetition_penalty: float = 1.0,
 ) -> Iterator[GreedyStep]:
     """Greedy decoding as a stream of steps; ends when every sentence is done.
 
     A sentence leaves the batch after the step it ends on, so later steps compute only for the
     sentences still going (its encoding and decoder state rows are dropped with select_batch).
     ``limits``: output steps per sentence (:func:`output_limits`). ``min_len``: <eos> cannot be
-    chosen before that many tokens (the length limit still wins).
+    chosen before that many tokens (the length limit still wins). ``no_repeat_ngram`` and
+    ``repetition_penalty``: :func:`penalize_repeats`, from each sentence's output so far.
     """
     B = src.size(0)
     enc = model.encode(src, src_mask)
     state = model.init_state(enc)
     y = torch.full((B,), model.bos_id, dtype=torch.long, device=src.device)  # (B,)
     y_cpu = torch.full((B,), model.bos_id, dtype=torch.long)  # (B,)
+    out = torch.empty(B, 0, dtype=torch.long, device=src.device)  # (n, t) output so far
     limit = torch.tensor(limits)  # (B,)
     alive = torch.arange(B)  # (n,)
     for t in range(max(limits)):
         logp, state, attn = model.decode_step(y, state, enc)  # (n, V)
         logp = forbid_early_eos(logp, t, min_len, model.eos_id)
+        logp = penalize_repeats(logp, out, no_repeat_ngram, repetition_penalty)
         best_logp, best = logp.max(dim=-1)  # (n,), (n,)
         best_cpu = best.cpu()
         done = (best_cpu == model.eos_id) | (t + 1 >= limit[alive])  # (n,)
@@ -115,11 +169,13 @@ def greedy_steps(
         if bool(done.all()):
             return
         y, y_cpu = best, best_cpu
+        out = torch.cat([out, best.unsqueeze(1)], 1)  # (n, t+1)
         if bool(done.any()):
             keep = (~done).nonzero().squeeze(1)  # (n',) live rows that go on
             alive, y_cpu = alive[keep], y_cpu[keep]
             keep = keep.to(src.device)
-            y, state, enc = y[keep], select_batch(state, keep), select_batch(enc, keep)
+            y, out = y[keep], out[keep]  # (n',), (n', t+1)
+            state, enc = select_batch(state, keep), select_batch(enc, keep)
 
 
 @torch.inference_mode()
@@ -130,11 +186,13 @@ def greedy_search(
     max_len_a: float,
     max_len_b: int,
     min_len: int = 0,
+    no_repeat_ngram: int = 0,
+    repetition_penalty: float = 1.0,
 ) -> list[list[Candidate]]:
     """Pick the most probable next token at every step, for a whole batch at once.
 
     Collects each sentence's choices from :func:`greedy_steps` (which says when a sentence stops
-    and what ``min_len`` does) into one candidate per sentence."""
+    and what ``min_len`` and the repetition options do) into one candidate per sentence."""
     B, S = src.shape
     limits = output_limits(src_mask, max_len_a, max_len_b)
     T = max(limits)
@@ -142,7 +200,8 @@ def greedy_search(
     toks = torch.full((B, T), model.eos_id, dtype=torch.long)  # (B, T)
     lps = torch.zeros(B, T)  # (B, T)
     att = torch.zeros(B, T, S)  # (B, T, S)
-    for step in greedy_steps(model, src, src_mask, limits, min_len):
+    steps = greedy_steps(model, src, src_mask, limits, min_len, no_repeat_ngram, repetition_penalty)
+    for step in steps:
         toks[step.alive, step.t] = step.chosen
         lps[step.alive, step.t] = step.chosen_logp
         att[step.alive, step.t] = step.attention.headline().float().cpu()  # (n, S)
@@ -203,6 +262,8 @@ def beam_search(
     max_len_b: int,
     early_stop: bool = False,
     min_len: int = 0,
+    no_repeat_ngram: int = 0,
+    repetition_penalty: float = 1.0,
 ) -> list[list[Candidate]]:
     """Keep the ``beam`` best partial hypotheses per sentence; return the ``n_best`` best.
 
@@ -211,7 +272,8 @@ def beam_search(
     searching. The search ends when every sentence is done. ``early_stop`` also ends a sentence
     as soon as its best candidate ends (and ``n_best`` have ended), as OpenNMT-py and JoeyNMT do:
     fewer steps, but a longer hypothesis the length penalty would have ranked first can be missed.
-    ``min_len``: no hypothesis ends with <eos> before that many tokens.
+    ``min_len``: no hypothesis ends with <eos> before that many tokens. ``no_repeat_ngram`` and
+    ``repetition_penalty``: :func:`penalize_repeats`, from each beam's own output so far.
     """
     if beam < 1 or n_best < 1 or n_best > beam:
         raise ValueError(f"need 1 <= n_best <= beam, got beam={beam} n_best={n_best}")
@@ -229,6 +291,8 @@ def beam_search(
         y = beams.tokens[:, -1] if t else bos  # (n*K,)
         logp, state, attn = model.decode_step(y, state, enc)  # (n*K, V)
         logp = forbid_early_eos(logp, t, min_len, eos)
+        # beams.tokens row r is the hypothesis that logp row r extends (reordered last step).
+        logp = penalize_repeats(logp, beams.tokens, no_repeat_ngram, repetition_penalty)
         step_attn = attn.headline().float().cpu().unsqueeze(1)  # (n*K, 1, S) on CPU
         ranked = _rank_candidates(logp, beams.scores)
         for g, row, logprob in _ended_here(ranked, _ended_counts(beams, finished), eos):

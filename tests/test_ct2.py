@@ -342,3 +342,57 @@ def test_load_translator_errors_and_device(trained, tmp_path):
         load_translator(tmp_path)
     ct2 = load_translator(trained["ct2"], device="cpu", threads=1)
     assert ct2.engine.ct2.device == "cpu" and ct2.device.type == "cpu"
+
+
+# Sources whose right outputs (uppercase, reversed) repeat words and word pairs.
+REPEATING = ["a b a b", "c c c c", "a b c a b c", "d e d e d", "f f g g f f"]
+
+
+def repeats(tokens: list[str], n: int) -> bool:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_no_repeat_ngram_reaches_ct2_and_greedy_matches_attnmt(trained, n):
+    ours = Translator.from_checkpoint(trained["ckpt"]).with_options(beam=1)
+    ct2 = load_translator(trained["ct2"]).with_options(beam=1)
+    assert any(repeats(h[0].tokens, n) for h in ours.translate(REPEATING))  # what it undoes
+    mine = ours.with_options(no_repeat_ngram=n).translate(REPEATING + TEXTS)
+    theirs = ct2.with_options(no_repeat_ngram=n).translate(REPEATING + TEXTS)
+    # The same bans: the same outputs, none repeating an n-gram (the log-probs differ, as with
+    # min_len: CT2 bans before its softmax and renormalises, attnmt after it).
+    assert [(h[0].ids, h[0].finished) for h in mine] == [(h[0].ids, h[0].finished) for h in theirs]
+    assert not any(repeats(h[0].tokens, n) for h in mine)
+
+
+def test_no_repeat_ngram_holds_for_every_ct2_beam_hypothesis(trained):
+    found = load_translator(trained["ct2"]).with_options(beam=4, n_best=4, no_repeat_ngram=2)
+    for hyps in found.translate(REPEATING):
+        assert len(hyps) == 4 and not any(repeats(h.tokens, 2) for h in hyps)
+
+
+class RecordingCT2:
+    """A ctranslate2.Translator that records the keyword arguments of each translate_batch."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def translate_batch(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self.inner.translate_batch(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_repetition_penalty_reaches_ct2(trained):
+    ct2 = load_translator(trained["ct2"])
+    recorder = ct2.engine.ct2 = RecordingCT2(ct2.engine.ct2)
+    plain = ct2.with_options(beam=1).translate(REPEATING)
+    penalised = ct2.with_options(beam=1, repetition_penalty=3.0).translate(REPEATING)
+    sent = [(c["repetition_penalty"], c["no_repeat_ngram_size"]) for c in recorder.calls]
+    assert set(sent[:2]) == {(1.0, 0)} and set(sent[2:]) == {(3.0, 0)}  # two batches each
+    # Applied to logits it is strong: the outputs that repeated a word repeat fewer.
+    count = sum(len(h[0].tokens) - len(set(h[0].tokens)) for h in plain)
+    assert sum(len(h[0].tokens) - len(set(h[0].tokens)) for h in penalised) < count

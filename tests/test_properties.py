@@ -203,6 +203,8 @@ FLAGS = {  # flag -> the name its error carries
     "--max-len-a": "decode.max_len_a",
     "--max-len-b": "decode.max_len_b",
     "--length-penalty": "decode.length_penalty",
+    "--no-repeat-ngram": "decode.no_repeat_ngram",
+    "--repetition-penalty": "decode.repetition_penalty",
     "--threads": "--threads",
 }
 
@@ -239,7 +241,8 @@ def test_any_option_values_translate_every_line_or_name_an_option(
 def _argparse_refuses(flags: dict[str, str]) -> bool:
     """Values argparse itself refuses (its usage message, exit status 2): a non-integer for an
     int flag, or a value that looks like an option ("-inf")."""
-    ints = {"--beam", "--n-best", "--batch-size", "--min-len", "--max-len-b", "--threads"}
+    ints = {"--beam", "--n-best", "--batch-size", "--min-len", "--max-len-b", "--threads",
+            "--no-repeat-ngram"}  # fmt: skip
     number = r"-\d+|-\d*\.\d+"  # what argparse takes for a negative number, not an option
     return any(
         (f in ints and not re.fullmatch(r"-?\d+", v))

@@ -19,7 +19,9 @@ from attnmt.search import (
     greedy_steps,
     length_penalty,
     max_output_len,
+    ngram_bans,
     output_limits,
+    penalize_repeats,
 )
 from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tests.conftest import EosBiased
@@ -365,3 +367,212 @@ def test_early_stop_ends_a_sentence_when_its_best_candidate_ends():
     # With n_best=2 it needs two ended hypotheses, so it goes on past the first.
     both = beam_search(Scripted(), src, src_mask, 2, 2, 2.0, 5.0, 5, early_stop=True)
     assert [[c.ids for c in cands] for cands in both] == [[[B, C], [A]]] * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Repetition control: decode.no_repeat_ngram and decode.repetition_penalty
+# ---------------------------------------------------------------------------------------------
+
+RV = 12  # the Repeater's vocabulary
+
+
+@dataclass
+class HistoryState:
+    out: Tensor  # (B, t) tokens read so far, <bos> first
+
+
+class Repeater(Seq2Seq):
+    """A model that likes to repeat itself: the token it just read and the one before that get
+    large bonuses over a fixed random preference, so unchecked it writes 'x x x ...' or
+    'x y x y ...'; <eos> stays possible but unlikely, so the length limit usually ends it."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.base = torch.randn(RV, generator=g)  # (V,) a fixed preference among tokens
+        self.base[[PAD_ID, BOS_ID]] = -math.inf
+        self.base[EOS_ID] = -4.0
+
+    def encode(self, src, src_mask):
+        return EncoderOut(memory=torch.zeros(*src.shape, 1), src_mask=src_mask)
+
+    def init_state(self, enc):
+        return HistoryState(torch.empty(enc.memory.size(0), 0, dtype=torch.long))
+
+    def decode_step(self, y_prev, state, enc):
+        out = torch.cat([state.out, y_prev.unsqueeze(1)], 1)  # (B, t+1)
+        logits = self.base.expand(out.size(0), RV).clone()  # (B, V)
+        logits.scatter_add_(1, out[:, -1:], torch.full((out.size(0), 1), 3.0))
+        if out.size(1) > 1:
+            logits.scatter_add_(1, out[:, -2:-1], torch.full((out.size(0), 1), 2.0))
+        logits[:, [PAD_ID, BOS_ID]] = -math.inf  # <bos> read as y_prev gets no probability
+        return logits.log_softmax(-1), HistoryState(out), uniform_attention(enc.src_mask)
+
+
+def uniform_attention(src_mask: Tensor) -> StepAttention:
+    """Equal shares on every real source token: (B, 1, 1, S)."""
+    mask = src_mask.float()
+    weights = (mask / mask.sum(1, keepdim=True)).view(mask.size(0), 1, 1, -1)  # (B, 1, 1, S)
+    return StepAttention(weights, torch.zeros_like(weights).masked_fill(weights == 0, -math.inf))
+
+
+def has_repeated_ngram(ids: list[int], n: int) -> bool:
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+REP_SRC = [[4, 5, 6, 7, 8, 9], [4], [5, 6, 7]]
+
+
+def search_with(model, beam: int, n_best: int = 1, **repeats) -> list[list]:
+    src, src_mask = sources(REP_SRC)
+    if beam == 1:
+        return greedy_search(model, src, src_mask, 2.0, 4, **repeats)
+    return beam_search(model, src, src_mask, beam, n_best, 1.0, 2.0, 4, **repeats)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_repeat_ngram_output_never_repeats_an_ngram(beam, n, seed):
+    model = Repeater(seed)
+    unchecked = search_with(model, beam, n_best=beam)
+    assert any(has_repeated_ngram(c.ids, n) for cands in unchecked for c in cands)
+    checked = search_with(model, beam, n_best=beam, no_repeat_ngram=n)
+    for cands in checked:
+        assert len(cands) == beam  # every beam hypothesis kept, none lost to the bans
+        for c in cands:
+            assert not has_repeated_ngram(c.ids, n), c.ids
+            assert math.isfinite(c.logprob)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_repetition_off_leaves_search_bit_identical(beam):
+    model = make_model(11)
+    src, src_mask = sources(SRC)
+
+    def run(**repeats):
+        if beam == 1:
+            return greedy_search(model, src, src_mask, 1.5, 4, **repeats)
+        return beam_search(model, src, src_mask, beam, 2, 1.0, 1.5, 4, **repeats)
+
+    default, off = run(), run(no_repeat_ngram=0, repetition_penalty=1.0)
+    for a, b in zip(default, off, strict=True):
+        assert [(c.ids, c.score, c.logprob, c.finished) for c in a] == [
+            (c.ids, c.score, c.logprob, c.finished) for c in b
+        ]
+        assert all(torch.equal(x.attention, y.attention) for x, y in zip(a, b, strict=True))
+    logp, history = torch.randn(3, V).log_softmax(-1), torch.tensor([[4, 5], [6, 6], [7, 4]])
+    assert penalize_repeats(logp, history, 0, 1.0) is logp  # off: the model's own tensor
+
+
+def test_repetition_penalty_formula():
+    scores = torch.tensor([[-1.0, -2.0, 0.5, -0.5, 2.0], [-1.0, -2.0, 0.5, -0.5, 2.0]])
+    history = torch.tensor([[0, 2, 2], [4, 3, 3]])  # a token held twice is penalised once
+    out = penalize_repeats(scores, history, repetition_penalty=2.0)
+    expected = torch.tensor([[-2.0, -2.0, 0.25, -0.5, 2.0], [-1.0, -2.0, 0.5, -1.0, 1.0]])
+    assert torch.equal(out, expected)
+    assert torch.equal(scores[0], torch.tensor([-1.0, -2.0, 0.5, -0.5, 2.0]))  # input kept
+    # A penalty below 1 favours what was written (CTRL allows it, as CTranslate2 does).
+    assert penalize_repeats(scores, history, repetition_penalty=0.5)[0, 0] == -0.5
+    assert torch.equal(penalize_repeats(scores, history[:, :0], repetition_penalty=2.0), scores)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_ngram_bans_equal_brute_force(n):
+    g = torch.Generator().manual_seed(n)
+    history = torch.randint(4, 8, (6, 9), generator=g)  # few distinct tokens: many repeats
+    for t in range(n, history.size(1) + 1):
+        bans = ngram_bans(history[:, :t], n, V)
+        assert bans.shape == (6, V) and bans.dtype == torch.bool
+        for r in range(6):
+            row = history[r, :t].tolist()
+            wanted = {x for x in range(V) if tuple(row[t - n + 1 :] + [x]) in
+                      {tuple(row[i : i + n]) for i in range(t - n + 1)}}  # fmt: skip
+            assert set(bans[r].nonzero().squeeze(1).tolist()) == wanted
+    logp = torch.zeros(6, V)
+    assert torch.equal(penalize_repeats(logp, history[:, : n - 1], no_repeat_ngram=n), logp)
+
+
+# The next-token distribution after a prefix, for a scripted model whose ranking the penalty
+# flips: after "a", "a" (0.40) beats "b" (0.35) by log-prob, but 1.2 * log(0.40) < log(0.35).
+PENALTY_SCRIPT = {(): {A: 0.7, B: 0.2}, (A,): {A: 0.40, B: 0.35}, (A, B): {EOS_ID: 0.9},
+                  (A, A): {EOS_ID: 0.9}, (B,): {EOS_ID: 0.9}}  # fmt: skip
+
+
+class PenaltyScripted(Scripted):
+    def decode_step(self, y_prev, state, enc):
+        prefix = torch.cat([state.prefix, y_prev.unsqueeze(1)], 1)  # (B, t+1)
+        rows = []
+        for row in prefix.tolist():
+            probs = PENALTY_SCRIPT.get(tuple(row[1:]), DEFAULT)
+            rest = [t for t in range(EOS_ID, SV) if t not in probs]
+            p = torch.full((SV,), (1.0 - sum(probs.values())) / len(rest))
+            p[[PAD_ID, BOS_ID]] = 0.0
+            for t, q in probs.items():
+                p[t] = q
+            rows.append(p.log())
+        return torch.stack(rows), ScriptState(prefix), uniform_attention(enc.src_mask)
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_repetition_penalty_changes_the_ranking_as_defined(beam):
+    src, src_mask = sources([[9]])
+    assert math.log(0.40) > math.log(0.35) > 1.2 * math.log(0.40)
+
+    def best(p: float):
+        model = PenaltyScripted()
+        if beam == 1:
+            return greedy_search(model, src, src_mask, 5.0, 5, repetition_penalty=p)
+        return beam_search(model, src, src_mask, beam, 1, 0.0, 5.0, 5, repetition_penalty=p)
+
+    (plain,), (penalised,) = best(1.0), best(1.2)
+    assert plain[0].ids == [A, A] and penalised[0].ids == [A, B]
+    # logprob sums the penalised log-probs the search ranked by ("b" and <eos> are new tokens).
+    want = math.log(0.7) + math.log(0.35) + math.log(0.9)
+    assert penalised[0].logprob == pytest.approx(want, abs=1e-5)
+    assert plain[0].logprob == pytest.approx(math.log(0.7 * 0.40 * 0.9), abs=1e-5)
+
+
+def test_beam_penalises_each_hypothesis_by_its_own_history():
+    """Each returned hypothesis's logprob is its own tokens' log-probs with the penalty applied
+    from its own prefix: a beam reading another beam's history (say, before the reorder) would
+    score some hypothesis with the wrong tokens penalised."""
+    model, p = Repeater(3), 1.7
+    src, src_mask = sources(REP_SRC)
+    found = beam_search(model, src, src_mask, 4, 4, 1.0, 2.0, 4, repetition_penalty=p)
+    for i, cands in enumerate(found):
+        for c in cands:
+            out = c.ids + [EOS_ID] if c.finished else c.ids
+            tgt = torch.tensor([[BOS_ID] + c.ids[: len(out) - 1]])  # (1, steps)
+            enc = model.encode(*sources([REP_SRC[i]]))
+            state, total = model.init_state(enc), 0.0
+            for t, y in enumerate(out):
+                logp, state, _ = model.decode_step(tgt[:, t], state, enc)
+                logp = penalize_repeats(logp, torch.tensor([out[:t]]), 0, p)
+                total += float(logp[0, y])
+            assert c.logprob == pytest.approx(total, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_beam1_equals_greedy_with_repetition_control(seed):
+    model = make_model(seed)
+    src, src_mask = sources(SRC)
+    repeats = dict(no_repeat_ngram=2, repetition_penalty=1.3)
+    greedy = greedy_search(model, src, src_mask, 1.5, 6, **repeats)
+    beam = beam_search(model, src, src_mask, 1, 1, 1.0, 1.5, 6, **repeats)
+    for g, b in zip(greedy, beam, strict=True):
+        assert g[0].ids == b[0].ids and g[0].finished == b[0].finished
+        assert g[0].logprob == pytest.approx(b[0].logprob, abs=1e-4)
+        assert not has_repeated_ngram(g[0].ids, 2)
+
+
+def test_bans_never_leave_a_row_without_a_token():
+    # Row 0 could only repeat (its one possible token was written, <eos> is forbidden): it keeps
+    # its log-probs. Row 1 has another token left: the ban applies.
+    logp = torch.full((2, V), -math.inf)
+    logp[0, 5] = logp[1, 5] = -0.1
+    logp[1, 6] = -3.0
+    out = penalize_repeats(logp, torch.tensor([[5], [5]]), no_repeat_ngram=1)
+    assert torch.equal(out[0], logp[0])
+    assert torch.isneginf(out[1, 5]) and out[1, 6] == -3.0
