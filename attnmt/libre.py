@@ -32,7 +32,7 @@ from attnmt.bounds import ApiError, ServeLimits, check_unicode, request_options
 from attnmt.langid import LanguageDetector
 from attnmt.markup import HtmlDocument
 from attnmt.sentences import Split, split_sentences
-from attnmt.translate import Hypothesis
+from attnmt.translate import DecodeOptions, Hypothesis
 
 LANGUAGE_NAMES = {
     "ar": "Arabic", "ca": "Catalan", "cs": "Czech", "da": "Danish", "de": "German",
@@ -238,8 +238,7 @@ class _Text:
         if self.html is not None:
             return self.html.render(joined), []
         (run,) = self.runs
-        n = max((len(h) for h in hyps), default=1)
-        alts = [run.join([h[min(k, len(h) - 1)].text for h in hyps]) for k in range(1, n)]
+        alts = run.join_nbest([[x.text for x in h] for h in hyps])[1:]
         return joined[0], list(dict.fromkeys(a for a in alts if a not in (joined[0], "")))
 
 
@@ -382,6 +381,9 @@ class LibreApi:
         hyps: list[list[Hypothesis]] = []
         if sentences:
             options = request_options(model.defaults, self.limits, None, n_alt + 1)
+            # The texts are cut into sentences here already (with the bounds above, and HTML's
+            # rules); the Translator must not cut them again.
+            options = DecodeOptions.resolve(options, split_sentences=False)
             hyps = await run_translation(model, sentences, options, False, request, "q", bad=400)
         results, start = [], 0
         for t in parts:

@@ -2,8 +2,10 @@
 their translations with the text's own spacing and line breaks.
 
 Pipeline position: a paragraph or a document (a LibreTranslate ``q``, the text of an HTML
-element, later a line of ``attnmt translate`` input: issue #13) -> **split_sentences** -> the
-sentences, translated as one batch -> **Split.join** -> the translated text.
+element, a line of ``attnmt translate`` or ``evaluate`` input: ``Translator`` splits it when
+``decode.split_sentences`` is on) -> **split_sentences** -> the sentences, translated as one
+batch -> **Split.join** (the best translation) or **Split.join_nbest** (the n-best list) -> the
+translated text.
 
 Sentence boundaries come from sentencex (Wikimedia's rule-based segmenter: MIT, ~300 languages,
 abbreviation lists per language, falling back along a chain of related languages for the
@@ -37,6 +39,16 @@ class Split:
         for translation, gap in zip(translations, self.gaps[1:]):
             out += [translation, gap]
         return "".join(out)
+
+    def join_nbest(self, nbests: Sequence[Sequence[str]]) -> list[str]:
+        """The text's n-best list from each sentence's (non-empty) n-best list: the k-th text
+        joins every sentence's k-th translation, or its last where it has fewer (as
+        argostranslate builds alternatives), for k up to the longest list. Joining each
+        sentence's ranks in step keeps the list ranked when the sentences' scores are added."""
+        if any(not n for n in nbests):
+            raise ValueError("join_nbest: a sentence without translations")
+        n = max((len(t) for t in nbests), default=1)
+        return [self.join([t[min(k, len(t) - 1)] for t in nbests]) for k in range(n)]
 
 
 def split_sentences(text: str, lang: str, line_breaks: bool = True) -> Split:

@@ -1,10 +1,12 @@
 """The single inference path: text -> tokenizer -> engine (search) -> Hypothesis.
 
 ``Translator`` serves ``attnmt translate``, ``evaluate``, ``explain`` and ``serve`` alike, so every
-command decodes the same way. It owns what every engine shares: source encoding (normalisation
-and tokenizer), empty lines, sorting by length and batching, and turning candidates into
-``Hypothesis`` objects. An ``Engine`` only searches: ``TorchEngine`` runs attnmt's own greedy and
-beam search (``attnmt.search``) on a PyTorch model; ``attnmt.ct2.CT2Engine`` runs CTranslate2.
+command decodes the same way. It owns what every engine shares: lines cut into sentences and
+joined back (``attnmt.sentences``; ``DecodeOptions.split_sentences``), source encoding
+(normalisation and tokenizer), empty lines, sorting by length and batching, and turning
+candidates into ``Hypothesis`` objects. An ``Engine`` only searches: ``TorchEngine`` runs
+attnmt's own greedy and beam search (``attnmt.search``) on a PyTorch model;
+``attnmt.ct2.CT2Engine`` runs CTranslate2.
 
 How to decode is one immutable ``DecodeOptions``, resolved once from the config's defaults and
 the caller's overrides (CLI flags, request fields) and passed in; nothing sets ``cfg.decode``.
@@ -29,6 +31,7 @@ from attnmt.corpus import normalize
 from attnmt.data import source_tensor
 from attnmt.interface import Seq2Seq
 from attnmt.search import Candidate, beam_search, greedy_search
+from attnmt.sentences import Split, split_sentences
 from attnmt.tokenizer import Tokenizer
 
 
@@ -42,9 +45,12 @@ class DecodeOptions:
     length_penalty: float
     early_stop: bool
     min_len: int
+    no_repeat_ngram: int
+    repetition_penalty: float
     max_len_a: float
     max_len_b: int
     batch_size: int
+    split_sentences: bool
 
     def __post_init__(self) -> None:
         # The same check as a config file's decode section; each message names the option, so a
@@ -138,10 +144,14 @@ class TorchEngine:
         o = options
         with eval_mode(self.model):
             if o.beam == 1:
-                return greedy_search(self.model, src, src_mask, o.max_len_a, o.max_len_b, o.min_len)
+                return greedy_search(
+                    self.model, src, src_mask, o.max_len_a, o.max_len_b, o.min_len,
+                    o.no_repeat_ngram, o.repetition_penalty,
+                )  # fmt: skip
             return beam_search(
                 self.model, src, src_mask, o.beam, o.n_best, o.length_penalty,
                 o.max_len_a, o.max_len_b, o.early_stop, o.min_len,
+                o.no_repeat_ngram, o.repetition_penalty,
             )  # fmt: skip
 
 
@@ -167,7 +177,9 @@ class Translator:
     """Texts in, n-best ``Hypothesis`` lists out, through one ``Engine``.
 
     ``options`` are the defaults ``translate`` uses when it is given none: the config's
-    ``decode`` section unless the caller resolved others (``with_options``).
+    ``decode`` section unless the caller resolved others (``with_options``). ``src_lang`` (an
+    ISO 639 code; a checkpoint does not record it) picks the sentence splitter's rules; ""
+    means sentencex's generic ones.
     """
 
     def __init__(
@@ -177,12 +189,14 @@ class Translator:
         tgt_tok: Tokenizer,
         cfg: Config,
         options: DecodeOptions | None = None,
+        src_lang: str = "",
     ):
         self.engine = engine
         self.src_tok = src_tok
         self.tgt_tok = tgt_tok
         self.cfg = cfg
         self.options = options if options is not None else DecodeOptions.resolve(cfg.decode)
+        self.src_lang = src_lang
 
     @property
     def model(self) -> Seq2Seq:
@@ -210,7 +224,11 @@ class Translator:
         (None = keep) applied; refuses options the engine cannot honour."""
         options = DecodeOptions.resolve(self.options, **overrides)
         self.engine.check(options)
-        return Translator(self.engine, self.src_tok, self.tgt_tok, self.cfg, options)
+        return Translator(self.engine, self.src_tok, self.tgt_tok, self.cfg, options, self.src_lang)
+
+    def with_src_lang(self, src_lang: str) -> Translator:
+        """A Translator on the same engine that splits sentences by ``src_lang``'s rules."""
+        return Translator(self.engine, self.src_tok, self.tgt_tok, self.cfg, self.options, src_lang)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Texts -> source ids (normalised as in training; no <eos>)."""
@@ -228,9 +246,39 @@ class Translator:
         options: DecodeOptions | None = None,
         with_attention: bool = False,
     ) -> list[list[Hypothesis]]:
-        """Translate ``texts``; returns the n-best hypotheses per text, best first."""
+        """Translate ``texts``; returns the n-best hypotheses per text, best first.
+
+        With ``options.split_sentences`` a text of several sentences is cut into them, the
+        sentences of all ``texts`` are decoded together (sorted and batched as texts are), and
+        each text gets its sentences' hypotheses joined back (:func:`join_hypotheses`)."""
         options = options if options is not None else self.options
         self.engine.check(options)
+        if not options.split_sentences:
+            return self._translate(texts, options, with_attention)
+        splits = [self._split(t) for t in texts]
+        units = [list(sp.sentences) if sp else [t] for t, sp in zip(texts, splits)]
+        found = self._translate([u for us in units for u in us], options, with_attention)
+        results, start = [], 0
+        for us, sp in zip(units, splits):
+            part = found[start : start + len(us)]
+            results.append(join_hypotheses(sp, part, with_attention) if sp else part[0])
+            start += len(us)
+        return results
+
+    def _split(self, text: str) -> Split | None:
+        """``text`` cut into its sentences; None when it holds fewer than two, so that it is
+        decoded as it is, exactly as with splitting off. The whitespace around the sentences
+        is dropped, as normalisation drops it from a text translated whole; the gaps between
+        them are kept."""
+        split = split_sentences(text, self.src_lang)
+        if len(split.sentences) < 2:
+            return None
+        return Split(split.sentences, ("", *split.gaps[1:-1], ""))
+
+    def _translate(
+        self, texts: list[str], options: DecodeOptions, with_attention: bool
+    ) -> list[list[Hypothesis]]:
+        """Each text decoded whole: sorted by length, batched, back in input order."""
         ids = self.encode(texts)
         results: list[list[Hypothesis]] = [[] for _ in texts]
         for i in (i for i, s in enumerate(ids) if not s):
@@ -261,3 +309,56 @@ class Translator:
             attention=c.attention.tolist() if with_attention else None,
             finished=c.finished,
         )
+
+
+def join_hypotheses(
+    split: Split, parts: list[list[Hypothesis]], with_attention: bool
+) -> list[Hypothesis]:
+    """A text's n-best list from the n-best lists of its sentences (``parts``, in order).
+
+    Hypothesis k joins every sentence's k-th (its last where it has fewer: ``Split.join_nbest``,
+    the rule the LibreTranslate route's alternatives follow): the text with the gaps between
+    the sentences, tokens and ids one sentence after another, score and logprob the sums of the
+    sentences' (each was decoded on its own), finished when every sentence finished, the source
+    pieces of every sentence then one ``<eos>``, and attention over them
+    (:func:`_joined_attention`)."""
+    texts = split.join_nbest([[h.text for h in p] for p in parts])
+    out = []
+    for k, text in enumerate(texts):
+        hyps = [p[min(k, len(p) - 1)] for p in parts]
+        out.append(
+            Hypothesis(
+                text=text,
+                tokens=[t for h in hyps for t in h.tokens],
+                ids=[i for h in hyps for i in h.ids],
+                score=sum(h.score for h in hyps),
+                logprob=sum(h.logprob for h in hyps),
+                src_tokens=[t for h in hyps for t in h.src_tokens[:-1]] + ["<eos>"],
+                attention=_joined_attention(hyps) if with_attention else None,
+                finished=all(h.finished for h in hyps),
+            )
+        )
+    return out
+
+
+def _joined_attention(hyps: list[Hypothesis]) -> list[list[float]]:
+    """The sentences' attention as one matrix over the joined source: a block per sentence (its
+    output rows over its own source pieces) and zeros elsewhere, since each sentence was decoded
+    without seeing the others; so word alignments (``align.hypothesis_links``) link within a
+    sentence only. Every sentence's ``<eos>`` column goes into the one joined ``<eos>`` column,
+    so each row still sums to 1, and only the last sentence's ``<eos>`` row is kept, when every
+    sentence finished (rows are the output tokens, plus ``<eos>`` when finished)."""
+    S = sum(len(h.src_tokens) - 1 for h in hyps)  # source pieces of the text, <eos>s apart
+    blocks, col = [], 0
+    for h in hyps:
+        a = torch.tensor(h.attention).reshape(-1, len(h.src_tokens))  # (R, S_h + 1)
+        w = a.size(1) - 1
+        block = torch.zeros(a.size(0), S + 1)  # (R, S + 1)
+        block[:, col : col + w] = a[:, :w]
+        block[:, S] = a[:, w]
+        blocks.append(block)
+        col += w
+    rows = [b[: len(h.tokens)] for b, h in zip(blocks, hyps)]  # the output tokens' rows
+    if all(h.finished for h in hyps):
+        rows.append(blocks[-1][len(hyps[-1].tokens) :])  # (1, S + 1) the last <eos> row
+    return torch.cat(rows).tolist()  # (T [+ 1], S + 1)

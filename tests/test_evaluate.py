@@ -53,3 +53,19 @@ def test_mean_token_loss_keeps_the_models_mode(training):
     assert math.isfinite(loss) and loss > 0
     tr.model.eval()
     assert mean_token_loss(tr.model, batcher, torch.device("cpu")) == pytest.approx(loss)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_evaluate_splits_lines_into_sentences_as_translate_does(split):
+    """Issue #13: a test line of two sentences is scored on its sentences' joined translations
+    (decode.split_sentences, on by default), or on the line translated whole when it is off."""
+    tr, engine = recording()
+    two = [(f"{SRC_TEXT[0]} {SRC_TEXT[1]}", f"{TGT_TEXT[0]} {TGT_TEXT[1]}"), PAIRS[2]]
+    options = DecodeOptions.resolve(tr.options, split_sentences=split)
+    result = evaluate(tr, two, options)
+    assert sum(n for n, _ in engine.calls) == (3 if split else 2)  # 2 + 1 sentences, or 2 lines
+    assert all(o.split_sentences is split for _, o in engine.calls)
+    assert result.hypotheses == [h[0].text for h in tr.translate([s for s, _ in two], options)]
+    if split:
+        parts = [h[0].text for h in tr.translate(SRC_TEXT[:2], options)]
+        assert result.hypotheses[0] == " ".join(parts)

@@ -54,6 +54,18 @@ def test_join_needs_one_translation_per_sentence():
         split_sentences("One. Two.", "en").join(["Uno."])
 
 
+def test_join_nbest_joins_each_sentences_kth_translation_or_its_last():
+    split = split_sentences("One. Two. Three.", "en")
+    nbests = [["a1", "a2", "a3"], ["b1"], ["c1", "c2"]]
+    assert split.join_nbest(nbests) == ["a1 b1 c1", "a2 b1 c2", "a3 b1 c2"]
+    assert split.join_nbest([[s] for s in split.sentences]) == ["One. Two. Three."]
+    assert split_sentences("  ", "en").join_nbest([]) == ["  "]  # no sentences: the gaps
+    with pytest.raises(ValueError, match="without translations"):
+        split.join_nbest([["a"], [], ["c"]])
+    with pytest.raises(ValueError, match="2 translations for 3 sentences"):
+        split.join_nbest([["a"], ["b"]])
+
+
 TEXT_ATOMS = st.sampled_from(
     ["Dr.", "e.g.", "Mr. ", "...", "?!", ". ", "! ", "? ", " ", "  ", "\t", "\n", "\r\n",
      "\u2028", "\u00a0", "\u3000", "\u3002", "word", "Ünïcödé", "\U0001f600", "\x00", "\x85"]

@@ -156,11 +156,18 @@ def test_beam_and_n_best_resolve_in_one_place(config, overrides, beam, n_best):
         ({"beam": 2, "n_best": 3}, "decode.n_best: must be between 1 and beam (2), got 3"),
         ({"n_best": 0}, "decode.n_best: must be >= 1, got 0"),
         ({"min_len": -1}, "decode.min_len: must be >= 0, got -1"),
+        ({"no_repeat_ngram": -1}, "decode.no_repeat_ngram: must be >= 0, got -1"),
+        ({"repetition_penalty": 0.0}, "decode.repetition_penalty: must be a number >= 1e-06"),
+        ({"repetition_penalty": 1e-50}, "decode.repetition_penalty: must be a number >= 1e-06"),
+        ({"repetition_penalty": -1.2}, "decode.repetition_penalty: must be a number >= 1e-06"),
+        ({"repetition_penalty": float("nan")}, "decode.repetition_penalty: must be a number"),
+        ({"repetition_penalty": float("inf")}, "decode.repetition_penalty: must be a number"),
         ({"batch_size": 0}, "decode.batch_size: must be >= 1, got 0"),
         ({"length_penalty": float("inf")}, "decode.length_penalty: must be a finite number"),
         ({"max_len_a": float("nan")}, "decode.max_len_a: must be >= 0"),
         ({"max_len_a": -1.0}, "decode.max_len_a: must be >= 0"),
         ({"max_len_a": 0.0, "max_len_b": 0}, "allows no output"),
+        ({"split_sentences": "yes"}, "decode.split_sentences: must be true or false, got 'yes'"),
     ],
 )
 def test_bad_options_are_refused_by_name(overrides, message):
@@ -320,3 +327,127 @@ def test_quantized_translator_replaces_linear_and_lstm_and_stays_close(arch: str
 def test_quantize_is_cpu_only(tmp_path) -> None:
     with pytest.raises(ValueError, match="CPU"):
         Translator.from_checkpoint(tmp_path / "none.pt", device="cuda", quantize=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Issue #13: a line of several sentences is translated sentence by sentence
+# --------------------------------------------------------------------------------------------
+
+FIRST, SECOND = "I see the dog.", "We eat bread."
+TWO = f"{FIRST}  {SECOND}"  # two spaces: the gap between the sentences is kept as it is
+
+
+def split_opts(tr: Translator, split: bool, **overrides) -> DecodeOptions:
+    return opts(tr, split_sentences=split, **overrides)
+
+
+def test_split_is_on_by_default():
+    assert DecodeConfig().split_sentences and make_translator().options.split_sentences
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_two_sentences_are_translated_apart_and_joined(beam):
+    tr = make_translator()
+    off = split_opts(tr, False, beam=beam, n_best=1)
+    (joined,) = tr.translate([TWO], split_opts(tr, True, beam=beam, n_best=1))[0]
+    first, second = (tr.translate([s], off)[0][0] for s in (FIRST, SECOND))
+    assert joined.text == f"{first.text}  {second.text}"
+    assert joined.ids == first.ids + second.ids and joined.tokens == first.tokens + second.tokens
+    assert joined.score == pytest.approx(first.score + second.score)
+    assert joined.logprob == pytest.approx(first.logprob + second.logprob)
+    assert joined.finished == (first.finished and second.finished)
+    assert joined.src_tokens == first.src_tokens[:-1] + second.src_tokens
+    # Off, the line is one source: the same pieces, decoded in one pass.
+    (whole,) = tr.translate([TWO], off)[0]
+    assert whole.src_tokens == joined.src_tokens == tr.src_tok.pieces(TWO) + ["<eos>"]
+
+
+def test_spacing_between_sentences_is_kept_and_around_them_dropped():
+    tr = make_translator()
+    off = split_opts(tr, False)
+    a, b = (tr.translate([s], off)[0][0].text for s in (FIRST, SECOND))
+    texts = [f"  {FIRST} {SECOND}\t", f"{FIRST}\n{SECOND}"]
+    found = tr.translate(texts, split_opts(tr, True))
+    assert [h[0].text for h in found] == [f"{a} {b}", f"{a}\n{b}"]
+
+
+def test_one_sentence_lines_decode_exactly_as_with_splitting_off():
+    tr = make_translator()
+    texts = [*TEXTS, "", "   ", " I see. "]
+    on, off = split_opts(tr, True, n_best=3), split_opts(tr, False, n_best=3)
+    assert as_tuples(tr.translate(texts, on, True)) == as_tuples(tr.translate(texts, off, True))
+
+
+def test_the_sentences_of_all_lines_are_one_batch():
+    tr = make_translator()
+    engine = RecordingEngine(tr.model)
+    spied = Translator(engine, tr.src_tok, tr.tgt_tok, tr.cfg)
+    texts = [TWO, "I see.", "", f"{SECOND} {FIRST} They want a car."]
+    found = spied.translate(texts, split_opts(tr, True, batch_size=64))
+    assert [n for n, _ in engine.calls] == [6]  # 2 + 1 + 0 + 3 sentences, in one engine call
+    assert len(found) == len(texts) and found[2][0].text == ""
+    engine.calls.clear()
+    spied.translate(texts, split_opts(tr, False, batch_size=64))
+    assert [n for n, _ in engine.calls] == [3]  # off: a line is one source
+
+
+def test_n_best_of_a_split_line_joins_each_sentences_kth_hypothesis():
+    tr = make_translator()
+    on, off = split_opts(tr, True, beam=4, n_best=3), split_opts(tr, False, beam=4, n_best=3)
+    joined = tr.translate([TWO], on)[0]
+    firsts, seconds = (tr.translate([s], off)[0] for s in (FIRST, SECOND))
+    assert len(joined) == 3
+    for k, h in enumerate(joined):
+        assert h.text == f"{firsts[k].text}  {seconds[k].text}"
+        assert h.score == pytest.approx(firsts[k].score + seconds[k].score)
+    scores = [h.score for h in joined]
+    assert scores == sorted(scores, reverse=True)  # ranks in step: still best first
+
+
+def hyp(text: str, score: float, src: list[str]) -> Hypothesis:
+    return Hypothesis(text, text.split(), [4] * len(text.split()), score, score, src, None, True)
+
+
+def test_a_sentence_with_fewer_hypotheses_repeats_its_last():
+    from attnmt.sentences import split_sentences
+    from attnmt.translate import join_hypotheses
+
+    split = split_sentences("I see. We go.", "en")
+    parts = [[hyp("x", -1.0, ["I", "see", ".", "<eos>"])],
+             [hyp("y", -1.0, ["We", "<eos>"]), hyp("z", -2.0, ["We", "<eos>"])]]  # fmt: skip
+    joined = join_hypotheses(split, parts, with_attention=False)
+    assert [(h.text, h.score) for h in joined] == [("x y", -2.0), ("x z", -3.0)]
+    assert joined[0].src_tokens == ["I", "see", ".", "We", "<eos>"]
+
+
+def test_attention_of_a_split_line_is_block_diagonal():
+    from attnmt.align import hypothesis_links, words
+
+    tr = make_translator(max_len_a=1.0, max_len_b=6)
+    (joined,) = tr.translate([TWO], split_opts(tr, True, beam=1), with_attention=True)[0]
+    off = split_opts(tr, False, beam=1)
+    first, second = (tr.translate([s], off, with_attention=True)[0][0] for s in (FIRST, SECOND))
+    a = torch.tensor(joined.attention)  # (T [+1], S + 1)
+    s1, t1 = len(first.src_tokens) - 1, len(first.tokens)  # the first sentence's pieces, tokens
+    assert a.shape == (len(joined.tokens) + joined.finished, len(joined.src_tokens))
+    assert torch.allclose(a.sum(1), torch.ones(a.size(0)))
+    f, g = torch.tensor(first.attention), torch.tensor(second.attention)
+    assert torch.allclose(a[:t1, :s1], f[:t1, :s1]) and torch.allclose(a[:t1, -1], f[:t1, -1])
+    assert torch.allclose(a[t1:, s1:], g[: a.size(0) - t1, :])  # the last <eos> row: second's
+    assert not a[:t1, s1:-1].any() and not a[t1:, :s1].any()  # nothing across sentences
+    # So word links stay within their sentence.
+    n_src, n_out = len(words(FIRST)), len(words(first.text))
+    for i, j in hypothesis_links(joined, TWO):
+        assert (i < n_src) == (j < n_out)
+
+
+def test_the_splitter_follows_the_source_language():
+    tr = make_translator()
+    engine = RecordingEngine(tr.model)
+    spied = Translator(engine, tr.src_tok, tr.tgt_tok, tr.cfg)
+    text = "La Sra. García vino. Yo como pan."  # "Sra." ends no sentence in Spanish
+    for lang, sentences in (("", 3), ("es", 2)):
+        engine.calls.clear()
+        spied.with_src_lang(lang).translate([text])
+        assert sum(n for n, _ in engine.calls) == sentences
+    assert spied.with_src_lang("es").with_options(beam=1).src_lang == "es"  # options keep it
