@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,argos]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,argos,eflomal]'
 	touch $(STAMP)
 
 setup: $(STAMP)
