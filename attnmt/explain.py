@@ -14,7 +14,9 @@ decode options of ``translator.options``, so the trace always equals ``translate
 
 Only the model interface is used, never the model type: the LSTM reports (L=1, nh=1) attention,
 the Transformer its cross-attention per layer and head. The headline map (scores and weights) is
-the last layer with heads averaged, as in ``StepAttention.headline``.
+the last layer with heads averaged, as in ``StepAttention.headline``; the trace's word alignment
+(:class:`WordAlignment`) reads that same map with ``align.py``'s words and rule (pieces combined
+into words, each output word linked to the source word it attends to most).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any
 
 import torch
 
+from attnmt.align import Link, attention_links, word_ids, words
+from attnmt.corpus import normalize
 from attnmt.plot import save_figure
 from attnmt.search import GreedyStep, greedy_steps, output_limits
 from attnmt.translate import Hypothesis, Translator, eval_mode
@@ -47,6 +51,27 @@ class Step:
     chosen_prob: float
 
 
+@dataclass(frozen=True)
+class WordAlignment:
+    """The headline attention of a trace as word links, counted as ``align.py`` counts words."""
+
+    src_words: list[str]  # words(source text as encoded)
+    output_words: list[str]  # words(output text)
+    src_word_ids: list[int]  # (S,) the word of each source piece (src_tokens without <eos>)
+    output_word_ids: list[int]  # (T,) the word of each output piece (output_tokens)
+    links: list[Link]  # (source word, output word), sorted: one per output word
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the ``alignment`` of serve's /v1/explain answer)."""
+        return {
+            "src_words": list(self.src_words),
+            "output_words": list(self.output_words),
+            "src_word_ids": list(self.src_word_ids),
+            "output_word_ids": list(self.output_word_ids),
+            "links": [list(link) for link in self.links],
+        }
+
+
 @dataclass
 class Trace:
     src_tokens: list[str]  # source pieces + "<eos>": the attention columns
@@ -59,6 +84,7 @@ class Trace:
     output_ids: list[int] = field(default_factory=list)  # target ids, no specials
     max_len: int = 0  # the output length limit that applied
     source_text: str = ""  # the input as given
+    alignment: WordAlignment | None = None  # the headline attention as word links (explain sets it)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the shape serve.py returns over HTTP)."""
@@ -112,13 +138,14 @@ def explain(translator: Translator, text: str, top_k: int = 5) -> Trace:
     steps: list[Step] = []
     chosen: list[int] = []
     with eval_mode(model):  # dropout off, as in translate; the caller's mode comes back after
-        for step in greedy_steps(model, src, src_mask, limits, opts.min_len):
+        repeats = (opts.no_repeat_ngram, opts.repetition_penalty)
+        for step in greedy_steps(model, src, src_mask, limits, opts.min_len, *repeats):
             steps.append(_record(step, piece, top_k))
             chosen.append(int(step.chosen[0]))
     ended = chosen[-1] == model.eos_id  # <eos> can only be the last choice: it ends the loop
     ids = chosen[:-1] if ended else chosen
     lhw = steps[-1].layer_head_weights  # (L, nh, S)
-    return Trace(
+    trace = Trace(
         src_tokens=pieces[0],
         steps=steps,
         output_tokens=[tgt_tok.id_to_piece(i) for i in ids],
@@ -130,6 +157,26 @@ def explain(translator: Translator, text: str, top_k: int = 5) -> Trace:
         max_len=limits[0],
         source_text=text,
     )
+    trace.alignment = word_alignment(trace, translator.cfg.data.lowercase)
+    return trace
+
+
+def word_alignment(trace: Trace, lowercase: bool = False) -> WordAlignment:
+    """The trace's headline attention (the rows its heatmap draws) as word links, with
+    ``align.attention_links``: the same words and rule as ``translate --align``. ``lowercase``:
+    whether the model reads lowercased text (``data.lowercase``), so its words are those read."""
+    src_text = normalize(trace.source_text, lowercase)  # the text the source pieces spell
+    src_pieces, out_pieces = trace.src_tokens[:-1], trace.output_tokens  # no <eos>
+    src_words, out_words = words(src_text), words(trace.output_text)
+    # An output of no words (at once <eos>, or pieces that decode to nothing) has no links.
+    src_ids = word_ids(src_text, src_pieces) if src_words and src_pieces else []
+    out_ids = word_ids(trace.output_text, out_pieces) if out_words and out_pieces else []
+    links: list[Link] = []
+    if src_ids and out_ids:
+        attn = torch.tensor([s.weights for s in trace.steps])  # (steps, S + 1)
+        found = attention_links(attn, src_text, src_pieces, trace.output_text, out_pieces)
+        links = sorted(found)
+    return WordAlignment(src_words, out_words, src_ids, out_ids, links)
 
 
 def _record(step: GreedyStep, piece: Callable[[int], str], top_k: int) -> Step:

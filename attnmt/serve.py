@@ -15,11 +15,17 @@ and ``target``.
 Every input is bounded (body size, characters, sentences, beam, work, queue length, time), and
 so are connections (``guards.server_config``). Bad input gets a JSON 4xx, never a 500; the
 OpenAPI schema at ``/openapi.json`` describes every request and response, errors included.
+
+``/v1/explain`` also answers the trace's word alignment (``explain.WordAlignment``: the headline
+attention read with ``align.py``'s words and rule) and, given ``reference_links`` (Pharaoh links
+for that output: gold, or a statistical aligner's), those links parsed and scored against the
+model's (AER, Och & Ney 2003), for the web page to draw over them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -36,10 +42,12 @@ from starlette.exceptions import HTTPException  # FastAPI's is a subclass; starl
 from starlette.middleware.cors import CORSMiddleware
 
 from attnmt import ct2
+from attnmt.align import Alignment, alignment_error, format_links, parse_pharaoh
 from attnmt.apikeys import ApiKeys, KeyGate
 from attnmt.argos import check_language
 from attnmt.batcher import MicroBatcher, ServedModel, run_translation
 from attnmt.bounds import ApiError, ServeLimits, check_texts, request_options, server_defaults
+from attnmt.config import MIN_REPETITION_PENALTY
 from attnmt.guards import BodyLimit, server_config
 from attnmt.libre import LibreApi, add_libre_routes, error_key
 from attnmt.translate import Hypothesis, Translator
@@ -48,6 +56,14 @@ __all__ = ["ServeLimits", "create_app", "load_models", "models_from_args", "pars
            "server_config"]  # fmt: skip
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Bounds of a request's repetition options: beyond them nothing changes but the cost.
+MAX_NO_REPEAT_NGRAM = 32
+MAX_REPETITION_PENALTY = 100.0
+MAX_REFERENCE_CHARS = 10_000  # reference_links: ~1,000 links, more than a 100-token source needs
+# What reference_links may hold, as the schema states it (checked in code, which names the bad
+# token): Pharaoh links i-j / i?j / ipj separated by spaces, tabs or line breaks.
+_LINK_SPACE = re.compile(r"[ \t\r\n]+")
+REFERENCE_PATTERN = r"^[ \t\r\n]*([0-9]+[-?p][0-9]+([ \t\r\n]+[0-9]+[-?p][0-9]+)*)?[ \t\r\n]*$"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +84,14 @@ class TranslateRequest(BaseModel):
     text: str | list[str] = Field(description="one sentence or a list of sentences")
     beam: Whole | None = Field(None, description="beam size (1 = greedy)")
     n_best: Whole | None = Field(None, description="hypotheses per sentence, at most the beam")
+    no_repeat_ngram: Whole | None = Field(
+        None, ge=0, le=MAX_NO_REPEAT_NGRAM, description="never repeat an n-gram this long (0 = off)"
+    )
+    repetition_penalty: float | None = Field(
+        None, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY, strict=True,
+        allow_inf_nan=False,
+        description="CTRL penalty on tokens an output already holds (> 1 penalises, 1 = off)",
+    )  # fmt: skip
     attention: bool = Field(False, strict=True, description="include attention weights")
 
 
@@ -75,6 +99,18 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(description="one sentence; an empty one gives a trace without steps")
     top_k: Whole = Field(5, ge=1, le=20)
+    reference_links: (
+        Annotated[
+            str,
+            Field(max_length=MAX_REFERENCE_CHARS, json_schema_extra={"pattern": REFERENCE_PATTERN}),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Pharaoh links to compare the model's with, for the output this request "
+        "produces (gold, or an aligner's): i-j sure, i?j possible; source word i, output word j, "
+        "0-based, counted as in the answer's alignment",
+    )
 
 
 class FieldError(BaseModel):
@@ -130,6 +166,30 @@ class TraceStep(BaseModel):
     chosen_prob: float
 
 
+class WordLinks(BaseModel):
+    src_words: list[str] = Field(description="the source words links count (align.words)")
+    output_words: list[str] = Field(description="the output words links count")
+    src_word_ids: list[int] = Field(description="the word of each source piece (no <eos>)")
+    output_word_ids: list[int] = Field(description="the word of each output piece")
+    links: list[tuple[int, int]] = Field(
+        description="(source word i, output word j), 0-based, sorted; one per output word: the "
+        "source word the headline attention (last layer, heads averaged, as the steps' weights) "
+        "gives most, a source word's pieces summed and an output word's averaged"
+    )
+    pharaoh: str = Field(description="the links as a Pharaoh line, i-j")
+
+
+class ReferenceLinks(BaseModel):
+    sure: list[tuple[int, int]] = Field(description="the sure links (i-j) given, sorted")
+    possible: list[tuple[int, int]] = Field(
+        description="the possible-only links (i?j) given, sorted; sure links count as possible "
+        "too (S ⊆ P), but are listed under sure only"
+    )
+    aer: float = Field(description="alignment error rate of the model's links against these")
+    precision: float = Field(description="share of the model's links that are possible ones")
+    recall: float = Field(description="share of the sure links the model has")
+
+
 class ExplainResponse(BaseModel):
     src_tokens: list[str]
     steps: list[TraceStep]
@@ -138,6 +198,10 @@ class ExplainResponse(BaseModel):
     stopped_by: Literal["eos", "length_limit"]
     layers: int = Field(description="attention layers per step (0 when there are no steps)")
     heads: int = Field(description="attention heads per layer (0 when there are no steps)")
+    alignment: WordLinks = Field(description="the headline attention as word links")
+    reference: ReferenceLinks | None = Field(
+        None, description="reference_links as parsed and scored; null when none were given"
+    )
 
 
 class Health(BaseModel):
@@ -391,7 +455,47 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _empty_trace() -> dict[str, Any]:
     """The trace of a text with nothing to translate: no steps, as translate gives '' for it."""
     return {"src_tokens": ["<eos>"], "steps": [], "output_tokens": [], "output_text": "",
-            "stopped_by": "eos", "layers": 0, "heads": 0}  # fmt: skip
+            "stopped_by": "eos", "layers": 0, "heads": 0,
+            "alignment": {"src_words": [], "output_words": [], "src_word_ids": [],
+                          "output_word_ids": [], "links": []}}  # fmt: skip
+
+
+def parse_reference(value: str) -> Alignment:
+    """``reference_links`` -> Alignment; a 422 names the first bad token. Links are separated
+    by spaces, tabs or line breaks only, as the schema's pattern says."""
+    for token in filter(None, _LINK_SPACE.split(value)):
+        try:
+            if token.split() != [token]:  # other whitespace inside (U+00A0, U+2003, ...)
+                raise ValueError(f"bad link {token!r} (separate links with spaces)")
+            parse_pharaoh(token)
+        except ValueError as e:
+            raise ApiError(422, f"reference_links: {e}") from None
+    return parse_pharaoh(value)
+
+
+def _with_reference(answer: dict[str, Any], reference: Alignment | None) -> dict[str, Any]:
+    """The explain answer with its Pharaoh line, and the reference checked against its words
+    (422 for a link outside the pair) and scored against the model's links."""
+    words = answer["alignment"]
+    links = [tuple(link) for link in words["links"]]
+    words["pharaoh"] = format_links(links)
+    if reference is None:
+        return answer | {"reference": None}
+    n_src, n_out = len(words["src_words"]), len(words["output_words"])
+    outside = sorted((i, j) for i, j in reference.possible if i >= n_src or j >= n_out)
+    if outside:
+        i, j = outside[0]
+        raise ApiError(422, f"reference_links: link {i}-{j} is outside the sentence pair "
+                            f"({n_src} source words, {n_out} output words)")  # fmt: skip
+    score = alignment_error([links], [reference])
+    answer["reference"] = {
+        "sure": sorted(reference.sure),
+        "possible": sorted(reference.possible - reference.sure),
+        "aer": score.aer,
+        "precision": score.precision,
+        "recall": score.recall,
+    }
+    return answer
 
 
 def _add_api_routes(app: FastAPI, served: list[ServedModel], limits: ServeLimits) -> None:
@@ -405,7 +509,10 @@ def _add_api_routes(app: FastAPI, served: list[ServedModel], limits: ServeLimits
     async def v1_translate(req: TranslateRequest, request: Request) -> dict[str, Any]:
         texts = [req.text] if isinstance(req.text, str) else req.text
         check_texts(texts, limits, "text")
-        options = request_options(defaults, limits, req.beam, req.n_best)
+        options = request_options(
+            defaults, limits, req.beam, req.n_best,
+            no_repeat_ngram=req.no_repeat_ngram, repetition_penalty=req.repetition_penalty,
+        )  # fmt: skip
         results = await run_translation(model, texts, options, req.attention, request, "text")
         return {"translations": [_hyp_json(h, req.attention) for h in results]}
 
@@ -415,9 +522,10 @@ def _add_api_routes(app: FastAPI, served: list[ServedModel], limits: ServeLimits
         from attnmt.explain import explain  # imported on first use: it pulls in plotting
 
         check_texts([req.text], limits, "text")
+        refs = parse_reference(req.reference_links) if req.reference_links is not None else None
         ids = translator.encode([req.text])[0]
         if not ids or not req.text.strip():
-            return _empty_trace()
+            return _with_reference(_empty_trace(), refs)
         if len(ids) + 1 > limits.max_explain_tokens:
             raise ApiError(413, f"text: {len(ids) + 1} source tokens, limit "
                                 f"{limits.max_explain_tokens} for explain")  # fmt: skip
@@ -425,7 +533,7 @@ def _add_api_routes(app: FastAPI, served: list[ServedModel], limits: ServeLimits
             trace = await batcher.call(explain, translator, req.text, req.top_k, request=request)
         except ValueError as e:  # explain rejected this input
             raise ApiError(422, f"text: {e}") from None
-        return trace.to_dict()
+        return _with_reference(trace.to_dict() | {"alignment": trace.alignment.to_dict()}, refs)
 
     async def health() -> dict[str, Any]:
         return {

@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
+from attnmt.align import hypothesis_links, words
 from attnmt.checkpoint import build_model
 from attnmt.config import Config
 from attnmt.data import make_batch
-from attnmt.explain import explain, plot_attention, render_table
+from attnmt.explain import Trace, explain, plot_attention, render_table, word_alignment
 from attnmt.search import max_output_len
 from attnmt.tokenizer import WordTokenizer
 from attnmt.translate import Hypothesis, TorchEngine, Translator
@@ -83,6 +84,27 @@ def test_trace_equals_greedy_translation(translator, text):
     )
 
 
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_trace_alignment_is_the_translation_alignment(arch):
+    """The trace's word links are those ``translate --align`` gives its greedy translation: the
+    same headline attention, the same words, the same rule."""
+    tr = make_translator(arch, train_steps=30)
+    for text in ("Let's go.", "I see.", "Let's run."):
+        a = explain(tr, text).alignment
+        hyp = greedy(tr, text, with_attention=True)
+        assert a.links == sorted(hypothesis_links(hyp, text))
+        assert (a.src_words, a.output_words) == (words(text), words(hyp.text))
+        assert len(a.src_word_ids) == len(hyp.src_tokens) - 1  # every piece but <eos>
+        assert len(a.output_word_ids) == len(hyp.tokens)
+        assert sorted(j for _, j in a.links) == list(range(len(a.output_words)))
+
+
+def test_alignment_of_an_empty_output():
+    trace = Trace(["go", "<eos>"], [], [], "", "eos", 1, 1, source_text="go")
+    a = word_alignment(trace)
+    assert (a.src_words, a.src_word_ids, a.output_words, a.links) == (["go"], [0], [], [])
+
+
 def test_trained_model_stops_at_eos(translator):
     trace = explain(translator, "Let's go.")
     assert trace.stopped_by == "eos"
@@ -126,6 +148,24 @@ def test_min_len_trace_equals_greedy_translation(translator):
     trace = explain(tr, "Let's go.")
     assert len(trace.output_ids) >= 6
     assert "<eos>" not in [s.chosen for s in trace.steps[:6]]
+    assert trace.output_ids == greedy(tr, "Let's go.").ids
+
+
+def test_repetition_options_trace_equals_greedy_translation(translator):
+    # A model that never ends writes up to its length limit, repeating itself; with
+    # no_repeat_ngram=2 the trace, like translate, holds no word pair twice.
+    never_ends = TorchEngine(EosBiased(translator.model, -math.inf))
+    stuck = Translator(never_ends, translator.src_tok, translator.tgt_tok, translator.cfg)
+
+    def pairs(ids: list[int]) -> list[tuple[int, int]]:
+        return list(zip(ids, ids[1:]))
+
+    ids = explain(stuck, "Let's go.").output_ids
+    assert len(set(pairs(ids))) < len(pairs(ids))
+    tr = stuck.with_options(no_repeat_ngram=2, repetition_penalty=1.5)
+    trace = explain(tr, "Let's go.")
+    assert len(set(pairs(trace.output_ids))) == len(pairs(trace.output_ids))
+    assert len(trace.output_ids) == trace.max_len
     assert trace.output_ids == greedy(tr, "Let's go.").ids
 
 

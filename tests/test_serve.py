@@ -15,9 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import uvicorn
 
-from attnmt.serve import ServeLimits, create_app, serve, server_config
+from attnmt.align import word_attention, word_ids, words
+from attnmt.corpus import normalize
+from attnmt.serve import MAX_REFERENCE_CHARS, ServeLimits, create_app, serve, server_config
 from attnmt.translate import DecodeOptions, Translator
 
 POISON = "__poison__"  # CountingTranslator raises ValueError for a batch containing this
@@ -146,6 +149,15 @@ def test_request_fields_resolve_over_the_models_options(client, translator, fiel
     assert len(r.json()["translations"][0]["alternatives"]) <= n_best - 1
 
 
+def test_repetition_fields_reach_the_translator(client, translator):
+    fields = {"no_repeat_ngram": 2, "repetition_penalty": 1.2}
+    r = client.post("/v1/translate", json={"text": SENTENCES[2], "beam": 1, **fields})
+    assert r.status_code == 200, r.text
+    assert translator.asked[-1] == DecodeOptions.resolve(translator.inner.options, beam=1, **fields)
+    r = client.post("/v1/translate", json={"text": SENTENCES[2], "repetition_penalty": 2})
+    assert r.status_code == 200 and translator.asked[-1].repetition_penalty == 2.0  # an integer
+
+
 def test_languages_come_from_the_arguments_and_beam_from_the_limits(translator):
     wide = CountingTranslator(translator.inner.with_options(beam=12))
     limits = ServeLimits(max_beam=4, batch_window_ms=1)
@@ -193,6 +205,81 @@ def test_explain(client):
     assert trace["steps"][0]["input_token"] == "<bos>"
 
 
+def test_explain_links_are_the_argmax_of_the_word_attention(client, translator):
+    text = SENTENCES[5]
+    trace = client.post("/v1/explain", json={"text": text}).json()
+    a, out = trace["alignment"], trace["output_text"]
+    src = normalize(text, translator.cfg.data.lowercase)  # what the model read
+    assert a["src_words"] == words(src) and a["output_words"] == words(out) != []
+    src_ids, out_ids = (
+        word_ids(src, trace["src_tokens"][:-1]),
+        word_ids(out, trace["output_tokens"]),
+    )
+    assert (a["src_word_ids"], a["output_word_ids"]) == (src_ids, out_ids)
+    # The rows the heatmap draws (last layer, heads averaged), pieces combined into words.
+    attn = torch.tensor([s["weights"] for s in trace["steps"]])  # (steps, S + 1)
+    best = word_attention(attn, src_ids, out_ids).argmax(1).tolist()  # (Tw,)
+    assert a["links"] == sorted([i, j] for j, i in enumerate(best))
+    assert sorted(j for _, j in a["links"]) == list(range(len(a["output_words"])))
+    assert a["pharaoh"] == " ".join(f"{i}-{j}" for i, j in a["links"])
+    assert trace["reference"] is None
+
+
+def test_explain_parses_and_scores_reference_links(client):
+    text = SENTENCES[5]
+    a = client.post("/v1/explain", json={"text": text}).json()["alignment"]
+    model = [tuple(link) for link in a["links"]]
+    (i, j), n_src = model[0], len(a["src_words"])
+    other = ((i + 1) % n_src, j)  # a sure link the model does not have
+    refs = f" {i}-{j}\t{other[0]}-{other[1]}\n{i}?{j} {n_src - 1}p0 "  # i?j repeats a sure link
+    r = client.post("/v1/explain", json={"text": text, "reference_links": refs})
+    assert r.status_code == 200, r.text
+    ref = r.json()["reference"]
+    assert ref["sure"] == [list(x) for x in sorted({(i, j), other})]
+    assert ref["possible"] == ([[n_src - 1, 0]] if (n_src - 1, 0) not in {(i, j), other} else [])
+    possible = {(i, j), other, (n_src - 1, 0)}
+    hits = sum(link in possible for link in model)
+    assert ref["precision"] == pytest.approx(hits / len(model))
+    assert ref["recall"] == pytest.approx(1 / 2)  # (i, j) of the two sure links
+    assert ref["aer"] == pytest.approx(1 - (1 + hits) / (len(model) + 2))
+    assert r.json()["alignment"] == a  # the reference changes nothing of the model's links
+
+
+@pytest.mark.parametrize(
+    "links, says",
+    [
+        ("0-0 x", "'x'"),
+        ("0-0,1-1", "'0-0,1-1'"),
+        ("0-0 1=1", "'1=1'"),
+        ("0-0\u00a01-1", "separate links with spaces"),
+        ("0-0 " * (MAX_REFERENCE_CHARS // 4 + 1), "at most"),
+        (5, "string"),
+    ],
+)
+def test_bad_reference_links(client, links, says):
+    r = client.post("/v1/explain", json={"text": SENTENCES[5], "reference_links": links})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("reference_links") and says in detail
+
+
+def test_reference_links_outside_the_sentence(client):
+    a = client.post("/v1/explain", json={"text": SENTENCES[5]}).json()["alignment"]
+    n_src, n_out = len(a["src_words"]), len(a["output_words"])
+    for bad in (f"{n_src}-0", f"0?{n_out}"):
+        r = client.post("/v1/explain", json={"text": SENTENCES[5], "reference_links": f"0-0 {bad}"})
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]
+        assert detail.startswith("reference_links: link ") and "outside the sentence" in detail
+        assert f"({n_src} source words, {n_out} output words)" in detail
+    # An empty text has no words: no link fits, and no links are no links.
+    r = client.post("/v1/explain", json={"text": " ", "reference_links": "0-0"})
+    assert r.status_code == 422 and "outside" in r.json()["detail"]
+    r = client.post("/v1/explain", json={"text": "", "reference_links": ""})
+    assert r.status_code == 200, r.text
+    assert r.json()["alignment"]["links"] == [] and r.json()["reference"]["sure"] == []
+
+
 def test_health_openapi_page(client, translator):
     h = client.get("/health").json()
     assert h["status"] == "ok"
@@ -223,6 +310,11 @@ def test_health_openapi_page(client, translator):
         ({"text": "ok", "beam": LIMITS.max_beam + 1}, 422, "beam"),
         ({"text": "ok", "beam": 2, "n_best": 3}, 422, "n_best"),
         ({"text": "ok", "n_best": 0}, 422, "n_best"),
+        ({"text": "ok", "no_repeat_ngram": -1}, 422, "no_repeat_ngram"),
+        ({"text": "ok", "no_repeat_ngram": 1.5}, 422, "no_repeat_ngram"),
+        ({"text": "ok", "repetition_penalty": 0}, 422, "repetition_penalty"),
+        ({"text": "ok", "repetition_penalty": "1.2"}, 422, "repetition_penalty"),
+        ({"text": "ok", "repetition_penalty": 1e9}, 422, "repetition_penalty"),
         ({"text": "ok", "attention": "yes"}, 422, "attention"),
         ({"text": "ok", "colour": "blue"}, 422, "colour"),
     ],

@@ -500,9 +500,23 @@ def detected_the_target(case, response) -> bool:
     )
 
 
+def links_outside_the_sentence(case, response) -> bool:
+    """Schema-valid, yet refused with a 422: reference links are well-formed Pharaoh, but whether
+    they fit is known only once the sentence is translated into words."""
+    return (
+        case.path == "/v1/explain"
+        and response.status_code == 422
+        and "is outside the sentence" in response.text
+    )
+
+
 @pytest.mark.usefixtures("schemathesis_node_id")
 @schema.parametrize()
 def test_the_server_keeps_to_its_openapi_schema(case):
     response = case.call()
-    refused = n_best_above_beam(case) or detected_the_target(case, response)
+    refused = (
+        n_best_above_beam(case)
+        or detected_the_target(case, response)
+        or links_outside_the_sentence(case, response)
+    )
     case.validate_response(response, excluded_checks=[positive_data_acceptance] if refused else [])
