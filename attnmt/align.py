@@ -2,7 +2,8 @@
 
 Pipeline position: ``Translator`` -> **align** (teacher-forced ``decode_step``) -> word links ->
 Pharaoh text / AER against gold. Training reads :func:`guided_alignment_loss` and
-:func:`gold_batch` from here (gold word links -> subword positions -> one loss on the attention).
+:func:`training_links` from here (gold word links -> subword positions) and ``data.gold_batch``
+puts them in batches.
 
 Words. An alignment links *words*, whatever the model's subword pieces are. :func:`words` is the
 one word segmentation (the word tokenizer's: ``\\w+('\\w+)?`` runs and each punctuation mark
@@ -46,6 +47,7 @@ from torch import Tensor
 from attnmt.atomic import write_text_atomic
 from attnmt.corpus import CorpusError, normalize
 from attnmt.data import pad, source_tensor
+from attnmt.interface import MEAN_HEADS
 from attnmt.tokenizer import BOS_ID, WordTokenizer
 from attnmt.translate import Hypothesis, Translator, eval_mode
 
@@ -110,11 +112,12 @@ def parse_pharaoh(line: str) -> Alignment:
 
 
 def read_pharaoh(
-    path: str | Path, lengths: Sequence[tuple[int, int]] | None = None
+    path: str | Path, lengths: Sequence[tuple[int, int]] | None = None, prefix: bool = False
 ) -> list[Alignment]:
     """One Alignment per line of ``path``. With ``lengths`` ((source words, target words) per
-    sentence pair) the file must have one line per pair and every link must fall inside its
-    sentences. Errors are CorpusErrors: ``FILE:LINE: reason``."""
+    sentence pair) the file must have one line per pair (at least, with ``prefix``: the pairs
+    are the file's first ones) and every link must fall inside its sentences. Errors are
+    CorpusErrors: ``FILE:LINE: reason``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -126,7 +129,9 @@ def read_pharaoh(
     if lines[-1] == "":  # a final newline ends the last line; it does not add an empty one
         lines.pop()
     lines = [line.removesuffix("\r") for line in lines]
-    if lengths is not None and len(lines) != len(lengths):
+    if lengths is not None and (
+        len(lines) < len(lengths) if prefix else len(lines) != len(lengths)
+    ):
         raise CorpusError(
             str(path), None, f"{len(lines)} alignment lines for {len(lengths)} sentence pairs"
         )
@@ -136,7 +141,7 @@ def read_pharaoh(
             gold = parse_pharaoh(line)
         except ValueError as e:
             raise CorpusError(str(path), n, str(e)) from None
-        if lengths is not None:
+        if lengths is not None and n <= len(lengths):
             n_src, n_tgt = lengths[n - 1]
             bad = sorted((i, j) for i, j in gold.possible if i >= n_src or j >= n_tgt)
             if bad:
@@ -261,13 +266,13 @@ def hypothesis_links(hyp: Hypothesis, src_text: str, lowercase: bool = False) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def pick_head(weights: Tensor, layer: int = -1, head: int | None = None) -> Tensor:
-    """(B, L, nh, S) -> (B, S): one layer's given head, or its heads averaged (``head=None``;
+def pick_head(weights: Tensor, layer: int = -1, head: int = MEAN_HEADS) -> Tensor:
+    """(B, L, nh, S) -> (B, S): one layer's given head, or its heads averaged (``head=-1``;
     with the last layer, ``StepAttention.headline``)."""
     L, nh = weights.size(1), weights.size(2)
     if not -L <= layer < L:
         raise ValueError(f"align layer {layer}: the model has {L} attention layer(s)")
-    if head is None:
+    if head == MEAN_HEADS:
         return weights[:, layer].mean(1)  # (B, S)
     if not 0 <= head < nh:
         raise ValueError(f"align head {head}: the model has {nh} head(s) per layer")
@@ -316,18 +321,22 @@ def _force(translator: Translator, srcs: list[list[int]], tgts: list[list[int]])
 def align_pairs(
     translator: Translator,
     pairs: Sequence[tuple[str, str]],
-    layer: int = -1,
+    layer: int | None = None,
     head: int | None = None,
 ) -> list[Links]:
     """Word links for given (source, translation) pairs, from the attention of the model forced
-    to read each translation. ``layer``/``head``: which cross-attention (default: the last
+    to read each translation. ``layer``/``head``: which cross-attention (head -1: the layer's
+    mean); None takes the model's ``model.align_layer``/``align_head`` (by default the last
     layer, heads averaged, as explain shows; the LSTM has one)."""
+    m = translator.cfg.model
+    layer = m.align_layer if layer is None else layer
+    head = m.align_head if head is None else head
     attention = forced_attention(translator, pairs)
     return [_links(translator, pair, a, layer, head) for pair, a in zip(pairs, attention)]
 
 
 def _links(
-    translator: Translator, pair: tuple[str, str], attn: Tensor, layer: int, head: int | None
+    translator: Translator, pair: tuple[str, str], attn: Tensor, layer: int, head: int
 ) -> Links:
     if attn.numel() == 0:
         return frozenset()
@@ -340,8 +349,8 @@ def _links(
 
 def head_scores(
     translator: Translator, pairs: Sequence[tuple[str, str]], golds: Sequence[Alignment]
-) -> dict[tuple[int, int | None], AlignmentScore]:
-    """AER of every (layer, head) and every layer's head average (head None) on ``pairs``: how
+) -> dict[tuple[int, int], AlignmentScore]:
+    """AER of every (layer, head) and every layer's head average (head -1) on ``pairs``: how
     to choose the Transformer head to align with on dev (Garg et al. 2019 take the best one)."""
     attention = forced_attention(translator, pairs)
     shapes = [(a.size(1), a.size(2)) for a in attention if a.numel()]
@@ -350,7 +359,7 @@ def head_scores(
     L, nh = shapes[0]
     scores = {}
     for layer in range(L):
-        for head in [*range(nh), None] if nh > 1 else [None]:
+        for head in [*range(nh), MEAN_HEADS] if nh > 1 else [MEAN_HEADS]:
             hyps = [_links(translator, p, a, layer, head) for p, a in zip(pairs, attention)]
             scores[layer, head] = alignment_error(hyps, golds)
     return scores
@@ -359,6 +368,33 @@ def head_scores(
 # ---------------------------------------------------------------------------------------------
 # Guided alignment: gold links on subword positions, and the loss
 # ---------------------------------------------------------------------------------------------
+
+
+def read_corpus_gold(
+    path: str | Path, pairs: Sequence[tuple[str, str]], reverse: bool = False, prefix: bool = False
+) -> list[Alignment]:
+    """The gold links of a corpus's pairs: line k of ``path`` for pair k, source word first as
+    the corpus's columns stand (transposed for ``reverse``, the pairs then being tgt, src).
+    ``prefix``: the file may go on past the pairs (``data.limit`` read only the first ones).
+    Every link must fall inside its pair's words; errors name the file and line."""
+    lengths = [(len(words(s)), len(words(t))) for s, t in pairs]
+    if reverse:
+        lengths = [(t, s) for s, t in lengths]
+    golds = read_pharaoh(path, lengths, prefix)[: len(pairs)]
+    return [g.transposed() for g in golds] if reverse else golds
+
+
+def training_links(
+    pairs: Sequence[tuple[str, str]], golds: Sequence[Alignment], src_tok, tgt_tok
+) -> list[list[Link]]:
+    """Gold word links -> piece links, per training pair (texts as the tokenizers read them).
+    Every gold link, possible ones included, is a target for guided alignment."""
+    out = []
+    for (src, tgt), gold in zip(pairs, golds, strict=True):
+        src_words = word_ids(src, src_tok.pieces(src))
+        tgt_words = word_ids(tgt, tgt_tok.pieces(tgt))
+        out.append(piece_links(gold.possible, src_words, tgt_words))
+    return out
 
 
 def piece_links(
@@ -377,26 +413,14 @@ def piece_links(
     )
 
 
-def gold_batch(links: Sequence[Iterable[Link]], S: int, T: int) -> Tensor:
-    """Piece links per pair -> (B, T, S) 0/1 gold matrix; row t is the decoder step predicting
-    target piece t (``tgt_out[:, t]``), column s source piece s. The <eos> row and column, and
-    padding, stay 0."""
-    gold = torch.zeros(len(links), T, S)  # (B, T, S)
-    for b, pair in enumerate(links):
-        for s, t in pair:
-            if s >= S or t >= T:
-                raise ValueError(f"pair {b}: piece link {s}-{t} outside a ({T}, {S}) batch")
-            gold[b, t, s] = 1.0
-    return gold
-
-
-def guided_alignment_loss(log_attn: Tensor, gold: Tensor) -> Tensor:
-    """Cross-entropy of the attention against the gold alignment, mean over gold rows.
+def guided_alignment_loss(log_attn: Tensor, gold: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of the attention against the gold alignment, mean over gold rows (or their
+    sum, ``reduction="sum"``, which training divides by its target token count).
 
     log_attn (B, T, S): log attention probabilities (``log_softmax`` of the scores, -inf on
     padding), not the log of the weights: a saturated softmax underflows to 0 in float32, and
     log(0) gives neither a finite loss nor a gradient, just where the loss is most needed.
-    gold (B, T, S) >= 0: links from :func:`gold_batch`; each row is normalised to sum to 1, and
+    gold (B, T, S) >= 0: links from ``data.gold_batch``; each row is normalised to sum to 1, and
     rows without a link (no gold for that piece, <eos>, padding) are left out. The loss equals
     the gold rows' entropy (0 for one link per row) exactly when the attention is the gold."""
     if log_attn.shape != gold.shape:
@@ -406,5 +430,7 @@ def guided_alignment_loss(log_attn: Tensor, gold: Tensor) -> Tensor:
     target = gold / mass.clamp_min(1e-12)  # (B, T, S) rows sum to 1 (or are all 0)
     # Zero the log where the gold is zero first: 0 * -inf (padding) would be NaN.
     terms = target * log_attn.masked_fill(target == 0, 0.0)  # (B, T, S)
+    if reduction == "sum":
+        return -terms.sum()
     rows = (mass > 0).sum().clamp_min(1)  # a tensor: no device sync in the training step
     return -terms.sum() / rows

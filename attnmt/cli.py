@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # cli imports lazily so `attnmt --help` stays fast
+    from collections.abc import Callable, Iterator
+    from typing import BinaryIO
+
     import torch
 
     from attnmt.translate import Translator
@@ -38,6 +41,18 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len-b", type=int, help="output length limit a*src_len+b: b")
     p.add_argument("--min-len", type=int, help="fewest output tokens before <eos> may end one")
     p.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha")
+    p.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        metavar="N",
+        help="never repeat an n-gram of N tokens within an output (0 = off)",
+    )
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        metavar="X",
+        help="lower the scores of tokens an output already holds (CTRL; >1 penalises, 1 = off)",
+    )
     p.add_argument(
         "--early-stop",
         action="store_true",
@@ -119,45 +134,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, args.overrides, args.config)
 
 
-def read_input(path: str | None) -> list[str]:
-    """The lines to translate, from ``-i FILE`` or stdin, read alike: one per ``\\n`` (never
-    split at U+2028 and the like), strict UTF-8 naming the file or ``<stdin>`` and the line, a
-    leading BOM dropped (``corpus.read_lines``)."""
-    from attnmt.corpus import read_lines
+def iter_input(path: str | None) -> Iterator[str]:
+    """The lines to translate, from ``-i FILE`` or stdin, read alike and as they are needed: one
+    per ``\\n`` (never split at U+2028 and the like), strict UTF-8 naming the file or
+    ``<stdin>`` and the line, a leading BOM dropped (``corpus.iter_lines``)."""
+    from attnmt.corpus import iter_lines
 
-    return read_lines(path) if path else read_lines(sys.stdin.buffer, "<stdin>")
+    return iter_lines(path) if path else iter_lines(sys.stdin.buffer, "<stdin>")
+
+
+def _with_src_lang(tr: Translator, args: argparse.Namespace) -> Translator:
+    """``tr`` splitting sentences by the rules of ``--src-lang``, when it is given."""
+    if not args.src_lang:
+        return tr
+    from attnmt.argos import check_language
+
+    return tr.with_src_lang(check_language("--src-lang", args.src_lang))
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from attnmt.atomic import prepare_target, write_text_atomic
+    """Streams: the input is translated a window of lines at a time (``attnmt.stream``), so
+    memory is bounded by the window; stdout gets each window as soon as it is done, and ``-o``
+    is written atomically (the file appears, whole, at the end)."""
+    from attnmt.atomic import prepare_target, write_atomic
+    from attnmt.stream import DEFAULT_WINDOW, write_translations
 
+    window = DEFAULT_WINDOW if args.window is None else args.window
+    if window < 1:
+        raise ValueError(f"--window: must be >= 1, got {window}")
     if args.output:
         prepare_target(args.output)  # a directory in the way is refused before any work
-    tr = _translator(args)
-    lines = read_input(args.input)
-    n_best = tr.options.n_best
-    results = tr.translate(lines, with_attention=args.align)
-    out = []
-    for line, hyps in zip(lines, results):
-        # Exactly n_best lines per input keep the output aligned with the input, even when a
-        # search found fewer distinct hypotheses (e.g. for an empty line): repeat the last one.
-        hyps = hyps + hyps[-1:] * (n_best - len(hyps))
-        for h in hyps:
-            text = f"{h.score:.4f}\t{h.text}" if args.scores else h.text
-            out.append(f"{text} ||| {_links(h, line, tr)}" if args.align else text)
-    text = "".join(line + "\n" for line in out)
-    if args.output:
-        write_text_atomic(args.output, text)
-    else:
+    tr = _with_src_lang(_translator(args), args)
+    # Default: a bar when the output goes to a file and stderr is a terminal (not a log file,
+    # a pipe or a test's capture, where it would only be noise beside an error message).
+    progress = bool(args.output) and sys.stderr.isatty()
+    progress = progress if args.progress is None else args.progress
+
+    def run(write: Callable[[str], object]) -> None:
+        lines = iter_input(args.input)
+        write_translations(tr, lines, write, window, args.scores, args.align, progress)
+
+    def to_stdout(text: str) -> None:
         sys.stdout.write(text)
+        sys.stdout.flush()  # each window is out as soon as it is translated
+
+    def to_file(f: BinaryIO) -> None:
+        run(lambda text: (f.write(text.encode("utf-8")), f.flush()))  # held by the OS, not us
+
+    if args.output:
+        write_atomic(args.output, to_file)
+    else:
+        run(to_stdout)
     return 0
-
-
-def _links(hyp, source: str, tr: Translator) -> str:
-    """Word-level ``i-j`` links of a hypothesis (source word i, output word j), from attention."""
-    from attnmt.align import format_links, hypothesis_links
-
-    return format_links(hypothesis_links(hyp, source, tr.cfg.data.lowercase))
 
 
 def cmd_align(args: argparse.Namespace) -> int:
@@ -193,7 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from attnmt.corpus import read_corpus
     from attnmt.evaluate import evaluate
 
-    tr = _translator(args)
+    tr = _with_src_lang(_translator(args), args)
     every = read_corpus(args.test, reverse=args.reverse).pairs
     pairs = every[: args.limit] if args.limit else every
     result = evaluate(tr, pairs)
@@ -274,11 +302,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from attnmt.average import average_checkpoints
+
+    done = average_checkpoints(args.checkpoints, args.out)
+    print(
+        f"averaged {done.checkpoints} checkpoints ({done.parameters:,} parameters) into "
+        f"{done.path}: weights, config and tokenizers, no training state (not resumable)"
+    )
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "align":
+        return _data_align(args)
     from attnmt.download import download_anki
 
     path = download_anki(args.pair, args.out, base_url=args.base_url)
     print(f"corpus written to {path}")
+    return 0
+
+
+def _data_align(args: argparse.Namespace) -> int:
+    from attnmt.wordalign import EflomalMissing, align_corpus
+
+    try:
+        path = align_corpus(
+            args.input,
+            args.output,
+            method=args.symmetrize,
+            reverse=args.reverse,
+            lowercase=args.lowercase,
+            verbose=args.verbose,
+        )
+    except EflomalMissing as e:  # an optional extra: say how to install it, as for bad input
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"alignments written to {path}")
     return 0
 
 
@@ -293,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     commands = (_add_demo, _add_prepare, _add_train, _add_translate, _add_evaluate, _add_align,
-                _add_explain, _add_plot, _add_serve, _add_export, _add_data)  # fmt: skip
+                _add_explain, _add_plot, _add_serve, _add_export, _add_average,
+                _add_data)  # fmt: skip
     for add in commands:
         add(sub)
     return parser
@@ -349,8 +410,40 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
         default="torch",
         help="torch (a checkpoint) or ctranslate2 (a directory from attnmt export)",
     )
+    p.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="lines read, sorted by length and translated at a time; memory grows with it "
+        "(default 4096)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (lines, lines/s); default: on with -o when stderr is a "
+        "terminal, off for stdout",
+    )
+    _add_split_args(p)
     _add_decode_args(p)
     p.set_defaults(func=cmd_translate)
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    # dest split_sentences is a DecodeOptions field: _translator passes it on by name.
+    p.add_argument(
+        "--no-split-sentences",
+        dest="split_sentences",
+        action="store_false",
+        default=None,
+        help="translate each line whole, not sentence by sentence (decode.split_sentences)",
+    )
+    p.add_argument(
+        "--src-lang",
+        metavar="CODE",
+        help="source language (ISO 639: en, es, pt-BR) whose rules split sentences; "
+        "default: generic rules",
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -366,6 +459,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="gold word alignments, one Pharaoh line per test pair (i-j sure, i?j possible): "
         "also report the attention's AER, precision and recall",
     )
+    _add_split_args(p)
     _add_decode_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -378,8 +472,12 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-i", "--input", required=True, help="pairs: TSV file or SRC_FILE,TGT_FILE")
     p.add_argument("-o", "--output", help="Pharaoh alignment file (default stdout)")
     p.add_argument("--reverse", action="store_true", help="the TSV's columns are tgt, src")
-    p.add_argument("--layer", type=int, default=-1, help="Transformer layer (default the last)")
-    p.add_argument("--head", type=int, help="Transformer head (default: the layer's average)")
+    p.add_argument("--layer", type=int, help="Transformer layer (default: model.align_layer)")
+    p.add_argument(
+        "--head",
+        type=int,
+        help="Transformer head, -1 = the layer's mean (default: model.align_head)",
+    )
     _add_decode_args(p)
     p.set_defaults(func=cmd_align)
 
@@ -458,11 +556,68 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _add_average(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "average",
+        help="average the parameters of checkpoints of one run into one checkpoint",
+        description="The mean of the checkpoints' parameters (tokenizers and config must be "
+        "the same), written as a checkpoint without training state: it translates, evaluates "
+        "and exports like any other.",
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="checkpoints (.pt or run dir)")
+    p.add_argument("--out", required=True, help="the averaged checkpoint to write (.pt)")
+    p.set_defaults(func=cmd_average)
+
+
+class _DataParser(argparse.ArgumentParser):
+    """``attnmt data`` takes a sub-command; a bare PAIR (``attnmt data spa-eng``, the form from
+    before ``align`` existed) still means ``attnmt data download PAIR``, options in any order."""
+
+    COMMANDS = ("download", "align", "-h", "--help")
+
+    def parse_known_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        args = list(sys.argv[1:] if args is None else args)
+        if args and args[0] not in self.COMMANDS:
+            args.insert(0, "download")
+        return super().parse_known_args(args, namespace)
+
+
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="download a ManyThings/Tatoeba Anki corpus, e.g. spa-eng")
-    p.add_argument("pair", help="language pair as named by manythings.org, e.g. spa-eng")
-    p.add_argument("--out", default="data", help="directory to unpack into (default data/)")
-    p.add_argument("--base-url", default="https://www.manythings.org/anki/", help="mirror URL")
+    p = sub.add_parser(
+        "data",
+        help="download a Tatoeba corpus (data PAIR), or word-align a corpus (data align)",
+        description="`attnmt data PAIR ...` is short for `attnmt data download PAIR ...`.",
+    )
+    p.__class__ = _DataParser  # the top-level sub-parsers make plain parsers; this one adds PAIR
+    data = p.add_subparsers(
+        dest="data_command",
+        required=True,
+        metavar="{download,align}",
+        parser_class=argparse.ArgumentParser,  # not _DataParser: only `data` takes a bare PAIR
+    )
+    d = data.add_parser("download", help="download a ManyThings/Tatoeba Anki corpus, e.g. spa-eng")
+    d.add_argument("pair", help="language pair as named by manythings.org, e.g. spa-eng")
+    d.add_argument("--out", default="data", help="directory to unpack into (default data/)")
+    d.add_argument("--base-url", default="https://www.manythings.org/anki/", help="mirror URL")
+    a = data.add_parser(
+        "align",
+        help="word-align a corpus with eflomal (pip install 'attnmt[eflomal]'; GPL-3.0)",
+        description="Word alignments of a parallel corpus without gold, by eflomal run both "
+        "ways and symmetrised: one Pharaoh line (i-j, source word first) per pair.",
+    )
+    a.add_argument("-i", "--input", required=True, help="pairs: TSV file or SRC_FILE,TGT_FILE")
+    a.add_argument("-o", "--output", required=True, help="Pharaoh alignment file to write")
+    a.add_argument(
+        "--symmetrize",
+        default="grow-diag-final-and",
+        metavar="METHOD",
+        help="grow-diag-final-and (default), grow-diag-final, grow-diag, intersection or union",
+    )
+    a.add_argument("--reverse", action="store_true", help="the TSV's columns are tgt, src")
+    a.add_argument("--lowercase", action="store_true", help="lowercase both sides first")
+    a.add_argument("--verbose", action="store_true", help="eflomal's own log on stderr")
     p.set_defaults(func=cmd_data)
 
 

@@ -66,6 +66,10 @@ class ModelConfig:
     tie_src_tgt: bool = (
         False  # Transformer: share source and target embeddings (needs shared vocab)
     )
+    # The cross-attention word alignments are read from (`attnmt align`, `evaluate --align-gold`)
+    # and guided alignment trains; the LSTM has one layer and one head.
+    align_layer: int = -1  # decoder attention layer, Python index (-1 = the last)
+    align_head: int = -1  # attention head of that layer (-1 = the mean of its heads)
 
 
 @dataclass
@@ -88,6 +92,12 @@ class TrainConfig:
     plateau_patience: int = 2  # plateau: validations without improvement before decaying lr
     plateau_factor: float = 0.5  # plateau: lr multiplier on decay
     label_smoothing: float = 0.1  # cross-entropy label smoothing (padding ignored)
+    # Guided alignment (Chen et al. 2016; Garg et al. 2019): an extra cross-entropy pulling the
+    # model.align_layer/align_head attention towards given word links. A Pharaoh file with one
+    # line per corpus pair (source word first; `attnmt data align` writes one), or "demo" for
+    # the demo corpus's own gold; "" = off.
+    guided_alignment: str = ""
+    guided_alignment_weight: float = 0.1  # weight of that loss beside the translation loss
     clip_norm: float = 1.0  # gradient clipping by global norm (0 = off)
     max_steps: int = 1000  # stop after this many optimizer steps
     max_epochs: int = 0  # stop after this many epochs (0 = no epoch limit)
@@ -113,9 +123,19 @@ class DecodeConfig:
     # as its best candidate ends (what OpenNMT-py and JoeyNMT do): fewer steps, small BLEU risk.
     early_stop: bool = False
     min_len: int = 0  # fewest output tokens before <eos> may end a hypothesis (0 = no floor)
+    # Ban any token that would repeat an n-gram of this size already in the hypothesis (fairseq's
+    # --no-repeat-ngram-size, OpenNMT-py's block_ngram_repeat); 0 = off.
+    no_repeat_ngram: int = 0
+    # CTRL penalty on tokens already in the hypothesis: their log-probs are multiplied by it
+    # (divided when positive); > 1 discourages repeats, 1 = off. CTranslate2 applies it to logits.
+    repetition_penalty: float = 1.0
     max_len_a: float = 1.5  # output length limit: a * source_length + b
     max_len_b: int = 10  # output length limit: a * source_length + b
     batch_size: int = 64  # sentences per translation batch
+    # Cut each input line into sentences (sentencex; attnmt.sentences), translate every
+    # sentence of a batch together and join them back with the line's spacing: a model trained
+    # on one-sentence pairs otherwise stops after a line's first sentence.
+    split_sentences: bool = True
 
 
 @dataclass
@@ -202,15 +222,18 @@ AT_LEAST = {  # key -> smallest allowed value
     "data.workers": 0,
     "data.vocab_size": 5,  # the four special tokens and at least one real one
     "model.emb_dim": 1, "model.hidden": 1, "model.layers": 1, "model.heads": 1,
-    "model.ff_dim": 1,
+    "model.ff_dim": 1, "model.align_head": -1, "train.guided_alignment_weight": 0.0,
     "train.batch_tokens": 1, "train.accum": 1, "train.lr": 0.0, "train.weight_decay": 0.0,
     "train.warmup": 0, "train.plateau_patience": 1, "train.clip_norm": 0.0,
     "train.max_steps": 0, "train.max_epochs": 0, "train.max_minutes": 0.0,
     "train.eval_every": 1, "train.save_every": 1, "train.log_every": 1, "train.patience": 0,
     "train.eval_beam": 1, "train.eval_max_sents": 0, "train.threads": 0,
-    "decode.beam": 1, "decode.n_best": 1, "decode.min_len": 0, "decode.max_len_a": 0.0,
-    "decode.max_len_b": 0, "decode.batch_size": 1,
+    "decode.beam": 1, "decode.n_best": 1, "decode.min_len": 0, "decode.no_repeat_ngram": 0,
+    "decode.max_len_a": 0.0, "decode.max_len_b": 0, "decode.batch_size": 1,
 }  # fmt: skip
+# decode.repetition_penalty's floor: it must be > 0, and much smaller values are 0 to
+# CTranslate2 (float32), which refuses them.
+MIN_REPETITION_PENALTY = 1e-6
 FRACTIONS = {  # key -> (low, high), half-open [low, high)
     "data.dev_fraction": (0.0, 1.0), "data.test_fraction": (0.0, 1.0),
     "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),
@@ -233,6 +256,17 @@ def check_decode(dc: DecodeConfig, where: str = "decode") -> None:
     if not math.isfinite(dc.length_penalty):
         raise ConfigError(
             f"{where}.length_penalty: must be a finite number, got {dc.length_penalty}"
+        )
+    if not (
+        dc.repetition_penalty >= MIN_REPETITION_PENALTY and math.isfinite(dc.repetition_penalty)
+    ):
+        raise ConfigError(
+            f"{where}.repetition_penalty: must be a number >= {MIN_REPETITION_PENALTY:g} "
+            f"(1 = off, > 1 penalises repeats), got {dc.repetition_penalty}"
+        )
+    if not isinstance(dc.split_sentences, bool):
+        raise ConfigError(
+            f"{where}.split_sentences: must be true or false, got {dc.split_sentences!r}"
         )
     if not 1 <= dc.n_best <= dc.beam:
         raise ConfigError(
@@ -273,6 +307,16 @@ def check_config(cfg: Config, source: str = "<config>") -> Config:
     if not 0.0 < t.plateau_factor <= 1.0:
         raise ConfigError(
             f"{source}: train.plateau_factor: must be in (0, 1], got {t.plateau_factor}"
+        )
+    if t.guided_alignment == "demo" and d.corpus != "demo":
+        raise ConfigError(
+            f"{source}: train.guided_alignment: 'demo' is the demo corpus's gold, but data.corpus "
+            f"is {d.corpus!r}; name a Pharaoh file of links for it (attnmt data align)"
+        )
+    if t.guided_alignment and d.prepared:
+        raise ConfigError(
+            f"{source}: train.guided_alignment works on in-memory data only, not with "
+            "data.prepared (prepared shards carry no alignments yet)"
         )
     if t.device != "auto" and t.device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"{source}: train.device: unknown {t.device!r} (use auto, cpu or cuda)")

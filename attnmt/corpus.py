@@ -109,11 +109,17 @@ def read_lines(source: str | Path | BinaryIO, name: str = "<stdin>") -> list[str
     """The text lines of a file, or of a binary stream called ``name`` (stdin), read as the corpus
     is: exactly one line per ``\\n`` (CRLF too), strict UTF-8 and a leading BOM dropped; a bad
     line is a :class:`CorpusError` naming the file (or ``name``) and line."""
+    return list(iter_lines(source, name))
+
+
+def iter_lines(source: str | Path | BinaryIO, name: str = "<stdin>") -> Iterator[str]:
+    """:func:`read_lines` one line at a time, read as it is asked for (``attnmt translate``
+    streams its input); an error (the file's opening included) comes when its line is reached."""
     if isinstance(source, (str, Path)):
         name, raws = str(source), _raw_lines(Path(source))
     else:
         raws = _split_lines(source)
-    return [_decode(raw, name, lineno) for lineno, raw in enumerate(raws, start=1)]
+    return (_decode(raw, name, lineno) for lineno, raw in enumerate(raws, start=1))
 
 
 def read_tsv(path: str | Path, reverse: bool = False, lowercase: bool = False) -> Corpus:
@@ -212,14 +218,34 @@ def _share(fraction: float, n: int) -> int:
 
 
 def split_pairs(
-    pairs: list[Pair], dev_fraction: float, test_fraction: float, seed: int
+    pairs: list[Pair],
+    dev_fraction: float,
+    test_fraction: float,
+    seed: int,
+    keep_in_train: frozenset[str] = frozenset(),
 ) -> tuple[list[Pair], list[Pair], list[Pair]]:
     """Split into (train, dev, test) by distinct source sentence, deterministically per seed.
 
     All translations of one source sentence land in the same split, so dev/test sources never
     occur in train. Fractions count distinct (normalised) source sentences, not pairs. Each
-    split keeps corpus order. Training always keeps at least one source sentence.
+    split keeps corpus order. Training always keeps at least one source sentence, and every
+    source in ``keep_in_train`` (normalised; the demo's explained example, say).
     """
+    train, dev, test = split_indices(
+        [normalize(src) for src, _ in pairs], dev_fraction, test_fraction, seed, keep_in_train
+    )
+    return [pairs[i] for i in train], [pairs[i] for i in dev], [pairs[i] for i in test]
+
+
+def split_indices(
+    keys: list[str],
+    dev_fraction: float,
+    test_fraction: float,
+    seed: int,
+    keep_in_train: frozenset[str] = frozenset(),
+) -> tuple[list[int], list[int], list[int]]:
+    """:func:`split_pairs` on the pairs' normalised sources ``keys``: the indices of each split,
+    so what travels with a pair (its gold alignment) splits with it."""
     for name, frac in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
         if not 0 <= frac < 1:
             raise ValueError(f"{name} must be in [0, 1), got {frac}")
@@ -227,21 +253,23 @@ def split_pairs(
         raise ValueError(
             f"dev_fraction + test_fraction must be < 1, got {dev_fraction} + {test_fraction}"
         )
-    keys = [normalize(src) for src, _ in pairs]
     distinct = list(dict.fromkeys(keys))  # first-appearance order: independent of hashing
-    random.Random(seed).shuffle(distinct)
     n = len(distinct)
+    pool = [k for k in distinct if k not in keep_in_train]  # the sources that may be held out
+    random.Random(seed).shuffle(pool)
+    # Training keeps at least one source sentence: a kept one, or else one of the pool.
+    room = len(pool) if len(pool) < n else max(n - 1, 0)
     n_dev, n_test = _share(dev_fraction, n), _share(test_fraction, n)
-    while n_dev + n_test > max(n - 1, 0):  # tiny corpora: never take the last training sentence
+    while n_dev + n_test > room:  # tiny corpora
         if n_test >= n_dev and n_test > 0:
             n_test -= 1
         else:
             n_dev -= 1
-    dev_keys = set(distinct[:n_dev])
-    test_keys = set(distinct[n_dev : n_dev + n_test])
-    train: list[Pair] = []
-    dev: list[Pair] = []
-    test: list[Pair] = []
-    for key, pair in zip(keys, pairs):
-        (dev if key in dev_keys else test if key in test_keys else train).append(pair)
+    dev_keys = set(pool[:n_dev])
+    test_keys = set(pool[n_dev : n_dev + n_test])
+    train: list[int] = []
+    dev: list[int] = []
+    test: list[int] = []
+    for i, key in enumerate(keys):
+        (dev if key in dev_keys else test if key in test_keys else train).append(i)
     return train, dev, test

@@ -26,6 +26,7 @@ from torch import Tensor
 from attnmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 Example = tuple[list[int], list[int]]  # (source ids, target ids), specials not yet added
+PieceLink = tuple[int, int]  # (source piece, target piece) of one example, 0-based
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Batch:
     tgt_in: Tensor  # (B, T) <bos> + target ids
     tgt_out: Tensor  # (B, T) target ids + <eos>; PAD where there is nothing to predict
     n_tokens: int  # real (non-pad) target tokens: the unit of throughput and loss averaging
+    # (B, T, S) 0/1 gold links, row t = the step predicting tgt_out[:, t], column s = src[:, s];
+    # only when training with guided alignment (align.gold_batch)
+    gold: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -43,6 +47,7 @@ class Batch:
             self.tgt_in.to(device),
             self.tgt_out.to(device),
             self.n_tokens,
+            None if self.gold is None else self.gold.to(device),
         )
 
 
@@ -60,37 +65,61 @@ def source_tensor(sources: list[list[int]]) -> tuple[Tensor, Tensor]:
     return src, src != PAD_ID
 
 
-def make_batch(examples: list[Example]) -> Batch:
+def make_batch(examples: list[Example], links: list[list[PieceLink]] | None = None) -> Batch:
+    """Padded tensors of ``examples``; with ``links`` (piece links per example) the gold too."""
     src, src_mask = source_tensor([s for s, _ in examples])
     tgt_in = pad([[BOS_ID] + t for _, t in examples])  # (B, T)
     tgt_out = pad([t + [EOS_ID] for _, t in examples])  # (B, T)
-    return Batch(src, src_mask, tgt_in, tgt_out, int((tgt_out != PAD_ID).sum()))
+    gold = None if links is None else gold_batch(links, src.size(1), tgt_out.size(1))
+    return Batch(src, src_mask, tgt_in, tgt_out, int((tgt_out != PAD_ID).sum()), gold)
+
+
+def gold_batch(links: list[list[PieceLink]], S: int, T: int) -> Tensor:
+    """Piece links per pair -> (B, T, S) 0/1 gold matrix; row t is the decoder step predicting
+    target piece t (``tgt_out[:, t]``), column s source piece s. The <eos> row and column, and
+    padding, stay 0."""
+    gold = torch.zeros(len(links), T, S)  # (B, T, S)
+    for b, pair in enumerate(links):
+        for s, t in pair:
+            if s >= S or t >= T:
+                raise ValueError(f"pair {b}: piece link {s}-{t} outside a ({T}, {S}) batch")
+            gold[b, t, s] = 1.0
+    return gold
+
+
+def encode_kept(
+    pairs: Sequence[tuple[str, str]], src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int = 0
+) -> tuple[list[Example], list[int]]:
+    """Tokenize pairs, dropping those longer than ``max_len`` tokens on either side (0 = keep
+    all). Returns the examples and the index of the pair each came from."""
+    examples, kept = [], []
+    for i, (src, tgt) in enumerate(pairs):
+        s, t = src_tok.encode(src), tgt_tok.encode(tgt)
+        if not max_len or (len(s) <= max_len and len(t) <= max_len):
+            examples.append((s, t))
+            kept.append(i)
+    return examples, kept
 
 
 def encode_pairs(
-    pairs: list[tuple[str, str]], src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int = 0
+    pairs: Sequence[tuple[str, str]], src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int = 0
 ) -> tuple[list[Example], int]:
-    """Tokenize pairs; drop those longer than ``max_len`` tokens on either side (0 = keep all).
-
-    Returns the examples and how many were dropped.
-    """
-    examples, dropped = [], 0
-    for src, tgt in pairs:
-        s, t = src_tok.encode(src), tgt_tok.encode(tgt)
-        if max_len and (len(s) > max_len or len(t) > max_len):
-            dropped += 1
-            continue
-        examples.append((s, t))
-    return examples, dropped
+    """:func:`encode_kept`, with how many pairs were dropped instead of which were kept."""
+    examples, kept = encode_kept(pairs, src_tok, tgt_tok, max_len)
+    return examples, len(pairs) - len(kept)
 
 
 class BucketBatcher:
     """Groups examples of similar length into batches of about ``batch_tokens`` target tokens."""
 
-    def __init__(self, examples: list[Example], batch_tokens: int, seed: int, shuffle: bool = True):
+    def __init__(self, examples: list[Example], batch_tokens: int, seed: int, shuffle: bool = True,
+                 links: list[list[PieceLink]] | None = None):  # fmt: skip
+        """``links``: gold piece links per example, for guided alignment (batches carry gold)."""
         if not examples:
             raise ValueError("no training examples left (empty corpus, or all over data.max_len)")
-        self.examples = examples
+        if links is not None and len(links) != len(examples):
+            raise ValueError(f"{len(links)} alignments for {len(examples)} examples")
+        self.examples, self.links = examples, links
         self.batch_tokens = batch_tokens
         self.seed = seed
         self.shuffle = shuffle
@@ -131,7 +160,8 @@ class BucketBatcher:
         return batches
 
     def batch(self, indices: list[int]) -> Batch:
-        return make_batch([self.examples[i] for i in indices])
+        links = None if self.links is None else [self.links[i] for i in indices]
+        return make_batch([self.examples[i] for i in indices], links)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ Interface (shapes: B batch, S source len, T target len, V vocab, L layers, nh he
     init_state(enc) -> state
     decode_step(y_prev (B,), state, enc) -> logp (B,V), state, StepAttention
     forward(src, src_mask, tgt_in (B,T)) -> logits (B,T,V)      # teacher forcing
+    forward(src, src_mask, tgt_in, align=(layer, head))
+        -> logits (B,T,V), log attention (B,T,S) of that layer and head   # guided alignment
 
 ``StepAttention`` always has layer and head dims: the LSTM returns (B,1,1,S); the Transformer its
 cross-attention for every layer and head. The "headline" map is ``weights[:, -1].mean(1)`` (last
@@ -27,6 +29,7 @@ batch; the state holds what changes per hypothesis and is reordered every beam s
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +56,32 @@ class StepAttention:
     def headline(self) -> Tensor:
         """(B, S): last layer, heads averaged -- the map explain and n-best output show."""
         return self.weights[:, -1].mean(1)
+
+
+# Which cross-attention an alignment reads: (layer, head), Python indexing over the model's
+# attention layers; head -1 (MEAN_HEADS) is the mean of the layer's heads. The LSTM has one.
+AlignWith = tuple[int, int]
+MEAN_HEADS = -1
+
+
+def log_shares(scores: Tensor, head: int) -> Tensor:
+    """Log attention of one head, or of the heads' mean: scores (B, nh, T, S) -> (B, T, S).
+
+    From the scores, not the log of the weights: a saturated softmax underflows to 0 in float32,
+    and log 0 has no gradient, just where guided alignment must pull hardest. The mean of the
+    heads' distributions is itself a distribution; its log is a logsumexp of the heads' logs.
+    """
+    logp = scores.float().log_softmax(-1)  # (B, nh, T, S); -inf on padding
+    if head == MEAN_HEADS:
+        # logsumexp's gradient at a column that is -inf in every head is exp(-inf - -inf) = NaN:
+        # padding is taken out first and put back after (masked_fill passes it no gradient).
+        pad = torch.isneginf(logp).all(1)  # (B, T, S)
+        safe = logp.masked_fill(pad.unsqueeze(1), 0.0)  # (B, nh, T, S)
+        mean = torch.logsumexp(safe, 1) - math.log(scores.size(1))  # (B, T, S)
+        return mean.masked_fill(pad, float("-inf"))
+    if not 0 <= head < scores.size(1):
+        raise ValueError(f"align head {head}: the model has {scores.size(1)} head(s) per layer")
+    return logp[:, head]  # (B, T, S)
 
 
 def select_batch(x: Any, idx: Tensor) -> Any:
@@ -90,7 +119,11 @@ class Seq2Seq(nn.Module):
     ) -> tuple[Tensor, Any, StepAttention]:
         raise NotImplementedError
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, align: AlignWith | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Teacher forcing: logits (B, T, V); with ``align``, also the log attention (B, T, S)
+        of that (layer, head), for guided alignment (through ``forward``, so DDP sees it)."""
         raise NotImplementedError
 
 

@@ -25,7 +25,14 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnmt.attention import attend, make_scorer
-from attnmt.interface import Dropout, EncoderOut, Seq2Seq, StepAttention
+from attnmt.interface import (
+    AlignWith,
+    Dropout,
+    EncoderOut,
+    Seq2Seq,
+    StepAttention,
+    log_shares,
+)
 
 
 @dataclass
@@ -194,7 +201,9 @@ class RNNSeq2Seq(Seq2Seq):
         attn = StepAttention(weights=weights.unsqueeze(1), scores=scores.unsqueeze(1))
         return logp, state, attn
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, align: AlignWith | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
         enc = self.encode(src, src_mask)
         state = self.init_state(enc)
         # All T inputs are embedded at once: one embedding backward (a dense V x E gradient)
@@ -203,12 +212,19 @@ class RNNSeq2Seq(Seq2Seq):
         if not self.decoder.input_feeding:
             # Without input feeding the steps do not depend on each other's attention, so the
             # LSTM and attention run over all T positions at once (same numbers, far fewer calls).
-            att, _, _, _ = self.decoder.run(x, state, enc)  # (B, T, H)
-            return self.decoder.out(att)  # (B, T, V)
-        steps = []
-        for t in range(tgt_in.size(1)):
-            att, state, _, _ = self.decoder.run(x[:, t : t + 1], state, enc)
-            steps.append(att)  # (B, 1, H)
+            att, _, _, scores = self.decoder.run(x, state, enc)  # (B, T, H), (B, T, S)
+        else:
+            steps, step_scores = [], []
+            for t in range(tgt_in.size(1)):
+                a, state, _, s = self.decoder.run(x[:, t : t + 1], state, enc)
+                steps.append(a)  # (B, 1, H)
+                step_scores.append(s)  # (B, 1, S)
+            att, scores = torch.cat(steps, dim=1), torch.cat(step_scores, dim=1)
         # The steps depend on each other only through att; the vocabulary projection does not
         # feed back, so it runs once over all T steps.
-        return self.decoder.out(torch.cat(steps, dim=1))  # (B, T, V)
+        logits = self.decoder.out(att)  # (B, T, V)
+        if align is None:
+            return logits
+        if align[0] not in (0, -1):
+            raise ValueError(f"align layer {align[0]}: the LSTM has 1 attention layer")
+        return logits, log_shares(scores.unsqueeze(1), align[1])  # (B, T, S) -> (B, nh=1, T, S)

@@ -36,9 +36,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
+from attnmt.align import Alignment, guided_alignment_loss, read_corpus_gold, training_links
 from attnmt.atomic import append_text, remove_stale_temps, write_text_atomic
 from attnmt.checkpoint import (
     Checkpoint,
@@ -49,10 +50,10 @@ from attnmt.checkpoint import (
     check_resumable,
 )
 from attnmt.config import Config, TrainConfig, check_config, save_config
-from attnmt.corpus import read_corpus, split_pairs
-from attnmt.data import Batch, BucketBatcher, ShardBatcher, encode_pairs
+from attnmt.corpus import normalize, read_corpus, split_indices
+from attnmt.data import Batch, BucketBatcher, ShardBatcher, encode_kept, encode_pairs
 from attnmt.evaluate import bleu_chrf, mean_token_loss, token_loss
-from attnmt.interface import Seq2Seq, pick_device
+from attnmt.interface import AlignWith, Seq2Seq, pick_device
 from attnmt.plot import log_records
 from attnmt.prepare import build_tokenizers
 from attnmt.tokenizer import Tokenizer
@@ -73,30 +74,47 @@ class Splits:
     dev: Pairs
     test: Pairs
     blank_lines: int = 0
+    train_gold: list[Alignment] | None = None  # gold word links per training pair (guided)
+
+
+def read_pairs(cfg: Config) -> tuple[Pairs, int, list[Alignment] | None]:
+    """The corpus named by ``data.corpus`` (or the generated demo one), its blank lines, and
+    the gold links of its pairs when ``train.guided_alignment`` names them."""
+    d, guided = cfg.data, cfg.train.guided_alignment
+    if d.corpus == "demo":
+        from attnmt.demo_corpus import generate_demo_aligned
+
+        aligned = generate_demo_aligned(d.demo_size, seed=cfg.train.seed)
+        pairs, golds = [(p.en, p.es) for p in aligned], [p.gold for p in aligned]
+        if d.reverse:
+            pairs, golds = [(t, s) for s, t in pairs], [g.transposed() for g in golds]
+        if d.lowercase:
+            pairs = [(s.lower(), t.lower()) for s, t in pairs]
+        return pairs, 0, golds if guided == "demo" else None
+    corpus = read_corpus(d.corpus, reverse=d.reverse, lowercase=d.lowercase, limit=d.limit)
+    if not guided:
+        return corpus.pairs, corpus.blank_lines, None
+    golds = read_corpus_gold(guided, corpus.pairs, d.reverse, prefix=d.limit > 0)
+    return corpus.pairs, corpus.blank_lines, golds
 
 
 def load_splits(cfg: Config) -> Splits:
-    """Read the corpus named by ``data.corpus`` (or generate the demo one) and split it."""
+    """Read the corpus and split it; the demo's explained sentence always stays in training."""
     d = cfg.data
-    if d.corpus == "demo":
-        from attnmt.demo_corpus import generate_demo_corpus
-
-        pairs, blank = generate_demo_corpus(d.demo_size, seed=cfg.train.seed), 0
-        if d.reverse:
-            pairs = [(t, s) for s, t in pairs]
-        if d.lowercase:
-            pairs = [(s.lower(), t.lower()) for s, t in pairs]
-    else:
-        corpus = read_corpus(d.corpus, reverse=d.reverse, lowercase=d.lowercase, limit=d.limit)
-        pairs, blank = corpus.pairs, corpus.blank_lines
+    pairs, blank, golds = read_pairs(cfg)
     dev_frac = 0.0 if d.valid else d.dev_fraction
     test_frac = 0.0 if d.test else d.test_fraction
-    train, dev, test = split_pairs(pairs, dev_frac, test_frac, cfg.train.seed)
+    keys = [normalize(src) for src, _ in pairs]
+    # The demo corpus starts with "Let's go.", the sentence the demo explains: never held out.
+    pinned = frozenset(keys[:1]) if d.corpus == "demo" else frozenset()
+    train_i, dev_i, test_i = split_indices(keys, dev_frac, test_frac, cfg.train.seed, pinned)
+    train, dev, test = ([pairs[i] for i in part] for part in (train_i, dev_i, test_i))
     if d.valid:
         dev = read_corpus(d.valid, reverse=d.reverse, lowercase=d.lowercase).pairs
     if d.test:
         test = read_corpus(d.test, reverse=d.reverse, lowercase=d.lowercase).pairs
-    return Splits(train, dev, test, blank)
+    train_gold = None if golds is None else [golds[i] for i in train_i]
+    return Splits(train, dev, test, blank, train_gold)
 
 
 @dataclass
@@ -146,9 +164,14 @@ def prepare_data(cfg: Config, resume: Checkpoint | None, rt: Runtime) -> RunData
         src_tok, tgt_tok = resume.src_tokenizer, resume.tgt_tokenizer
     else:
         src_tok, tgt_tok = build_tokenizers(cfg, splits.train)
-    train_ex, dropped = encode_pairs(splits.train, src_tok, tgt_tok, cfg.data.max_len)
+    train_ex, kept = encode_kept(splits.train, src_tok, tgt_tok, cfg.data.max_len)
+    links = None
+    if splits.train_gold is not None:  # guided alignment: gold links on the kept pairs' pieces
+        pairs, golds = [splits.train[i] for i in kept], [splits.train_gold[i] for i in kept]
+        links = training_links(pairs, golds, src_tok, tgt_tok)
     dev_ex, _ = encode_pairs(splits.dev, src_tok, tgt_tok)
-    batcher = BucketBatcher(train_ex, t.batch_tokens, t.seed)
+    batcher = BucketBatcher(train_ex, t.batch_tokens, t.seed, links=links)
+    dropped = len(splits.train) - len(kept)
     dev_batcher = BucketBatcher(dev_ex, t.batch_tokens, t.seed, shuffle=False) if dev_ex else None
     return RunData(splits, src_tok, tgt_tok, batcher, dev_batcher, dropped)
 
@@ -369,36 +392,50 @@ class Stepper:
     """One optimizer step over a group of ``train.accum`` batches (DDP, autocast, clipping)."""
 
     def __init__(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, t: TrainConfig,
-                 rt: Runtime):  # fmt: skip
+                 rt: Runtime, align: AlignWith = (-1, -1)):  # fmt: skip
         self.model, self.optimizer, self.t, self.rt = model, optimizer, t, rt
         self.ddp = nn.parallel.DistributedDataParallel(model) if rt.world > 1 else model
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=t.precision == "fp16")
+        self.align = align  # (layer, head) guided alignment trains
 
-    def step(self, batches: list[Batch], lr: float) -> tuple[float, int]:
-        """Update the weights; returns the summed loss and target tokens of the group."""
+    def step(self, batches: list[Batch], lr: float) -> tuple[float, int, float]:
+        """Update the weights; returns the group's summed translation loss, its target tokens
+        and its summed guided-alignment loss (0 without guidance)."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         tokens = sum(b.n_tokens for b in batches)
         # Normalise by the global token count, so DDP's gradient mean equals the per-token mean
         # of one big batch.
         denom = self.rt.all_sum([float(tokens)])[0] / self.rt.world
-        loss_sum = 0.0
-        device, amp = self.rt.device, self.amp_dtype
+        loss_sum = align_sum = 0.0
         for b in batches:
-            b = b.to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = self.ddp(b.src, b.src_mask, b.tgt_in)  # (B, T, V)
-            loss = token_loss(logits, b.tgt_out, self.t.label_smoothing)
-            self.scaler.scale(loss / denom).backward()
+            loss, align = self.losses(b.to(self.rt.device))
+            total = loss if align is None else loss + self.t.guided_alignment_weight * align
+            self.scaler.scale(total / denom).backward()
             loss_sum += float(loss.detach())
+            align_sum += 0.0 if align is None else float(align.detach())
         self.scaler.unscale_(self.optimizer)
         if self.t.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.t.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, tokens
+        return loss_sum, tokens, align_sum
+
+    def losses(self, b: Batch) -> tuple[Tensor, Tensor | None]:
+        """Summed translation loss of a batch, and with gold links its summed alignment loss
+        (Chen et al. 2016: one cross-entropy per gold row, on the align layer and head)."""
+        amp = self.amp_dtype
+        with torch.autocast(self.rt.device.type, dtype=amp, enabled=amp is not None):
+            if b.gold is None:
+                logits, log_attn = self.ddp(b.src, b.src_mask, b.tgt_in), None  # (B, T, V)
+            else:
+                logits, log_attn = self.ddp(b.src, b.src_mask, b.tgt_in, align=self.align)
+        loss = token_loss(logits, b.tgt_out, self.t.label_smoothing)
+        if log_attn is None:
+            return loss, None
+        return loss, guided_alignment_loss(log_attn, b.gold, reduction="sum")
 
 
 def training_groups(
@@ -472,19 +509,23 @@ class Meter:
     """Loss and throughput since the last log line (summed over ranks when logged)."""
 
     def __init__(self) -> None:
-        self.loss, self.tokens, self.since = 0.0, 0, time.time()
+        self.loss, self.tokens, self.align, self.since = 0.0, 0, 0.0, time.time()
 
-    def add(self, loss_and_tokens: tuple[float, int]) -> None:
-        self.loss += loss_and_tokens[0]
-        self.tokens += loss_and_tokens[1]
+    def add(self, step: tuple[float, int, float]) -> None:
+        """One ``Stepper.step`` result: summed loss, target tokens, summed alignment loss."""
+        self.loss += step[0]
+        self.tokens += step[1]
+        self.align += step[2]
 
     def record(self, p: Progress, lr: float, rt: Runtime, elapsed_s: float) -> dict[str, Any]:
         now = time.time()
-        loss, tokens = rt.all_sum([self.loss, float(self.tokens)])
+        loss, tokens, align = rt.all_sum([self.loss, float(self.tokens), self.align])
         rec = {"kind": "train", "step": p.step, "epoch": p.epoch, "loss": loss / max(1, tokens),
                "lr": lr, "tokens_per_s": tokens / max(1e-9, now - self.since),
                "elapsed_s": elapsed_s}  # fmt: skip
-        self.loss, self.tokens, self.since = 0.0, 0, now
+        if align:  # guided alignment: its cross-entropy per target token
+            rec["align_loss"] = align / max(1, tokens)
+        self.loss, self.tokens, self.align, self.since = 0.0, 0, 0.0, now
         return rec
 
 
@@ -594,7 +635,7 @@ def train(cfg: Config, log: Log = print) -> Path:
         runlog, meter, stepper = (
             RunLog(out, progress.step, rt.main),
             Meter(),
-            Stepper(model, optimizer, t, rt),
+            Stepper(model, optimizer, t, rt, (cfg.model.align_layer, cfg.model.align_head)),
         )
         translator = Translator(TorchEngine(model, rt.device), data.src_tok, data.tgt_tok, cfg)
         bar = tqdm(total=t.max_steps, initial=progress.step, disable=not (rt.main and t.progress),

@@ -37,7 +37,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnmt.interface import Dropout, EncoderOut, Seq2Seq, StepAttention
+from attnmt.interface import (
+    AlignWith,
+    Dropout,
+    EncoderOut,
+    Seq2Seq,
+    StepAttention,
+    log_shares,
+)
 
 # The fused attention kernels training may use (every one but cuDNN's; see Attention.forward).
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -109,19 +116,20 @@ class MultiHeadAttention(nn.Module):
     def explicit(
         self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """The same attention written out, for decode steps whose weights we must return.
+        """The same attention written out, where its weights must be returned (decode steps,
+        guided alignment).
 
-        x (B, 1, H); k, v (B, nh, S, hs); mask (B, 1, 1, S). Returns out (B, 1, H) and the
-        weights and scores (B, nh, S). Equal to ``forward`` up to float rounding (tested).
+        x (B, Tq, H); k, v (B, nh, S, hs); mask (B, 1, 1, S). Returns out (B, Tq, H) and the
+        weights and scores (B, nh, Tq, S). Equal to ``forward`` up to float rounding (tested).
         """
-        q = self.split(self.q(x))  # (B, nh, 1, hs)
+        q = self.split(self.q(x))  # (B, nh, Tq, hs)
         # Section 3.2.1: scores = q k^T / sqrt(hs); padding gets -inf so softmax gives it 0.
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hs)  # (B, nh, 1, S)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.hs)  # (B, nh, Tq, S)
         scores = scores.masked_fill(~mask, float("-inf"))
-        weights = scores.softmax(dim=-1)  # (B, nh, 1, S)
+        weights = scores.softmax(dim=-1)  # (B, nh, Tq, S)
         p = self.dropout if self.training else 0.0
-        out = self.merge(F.dropout(weights, p, self.training) @ v)  # (B, 1, H)
-        return out, weights.squeeze(2), scores.squeeze(2)  # (B, 1, H), (B, nh, S), (B, nh, S)
+        out = self.merge(F.dropout(weights, p, self.training) @ v)  # (B, Tq, H)
+        return out, weights, scores
 
 
 class FeedForward(nn.Module):
@@ -176,15 +184,23 @@ class DecoderLayer(nn.Module):
         self.ff = FeedForward(d_model, ff_dim, dropout)
         self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, mem_mask: Tensor) -> Tensor:
-        """Teacher forcing: x (B, T, H), memory (B, S, H), mem_mask (B, 1, 1, S) -> (B, T, H)."""
+    def forward(
+        self, x: Tensor, memory: Tensor, mem_mask: Tensor, keep_scores: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher forcing: x (B, T, H), memory (B, S, H), mem_mask (B, 1, 1, S) -> (B, T, H),
+        and with ``keep_scores`` the cross-attention scores (B, nh, T, S) (else None)."""
         h = self.ln1(x)
         k, v = self.self_attn.keys_values(h)  # (B, nh, T, hs) each
         # Causal only: padding sits after <eos>, so real positions never see it.
         x = x + self.drop(self.self_attn(h, k, v, causal=True))
         k, v = self.cross_attn.keys_values(memory)  # (B, nh, S, hs) each
-        x = x + self.drop(self.cross_attn(self.ln2(x), k, v, mask=mem_mask))
-        return x + self.drop(self.ff(self.ln3(x)))  # (B, T, H)
+        scores = None
+        if keep_scores:  # the fused kernel returns no weights: this layer's are written out
+            out, _, scores = self.cross_attn.explicit(self.ln2(x), k, v, mem_mask)
+        else:
+            out = self.cross_attn(self.ln2(x), k, v, mask=mem_mask)
+        x = x + self.drop(out)
+        return x + self.drop(self.ff(self.ln3(x))), scores  # (B, T, H)
 
     def step(
         self,
@@ -208,7 +224,8 @@ class DecoderLayer(nn.Module):
         x = x + self.drop(self.self_attn(h, k, v))
         out, weights, scores = self.cross_attn.explicit(self.ln2(x), *cross, mem_mask)
         x = x + self.drop(out)  # (B, 1, H)
-        return x + self.drop(self.ff(self.ln3(x))), (k, v), (weights, scores)
+        # (B, nh, 1, S) -> (B, nh, S): the step's one query position
+        return x + self.drop(self.ff(self.ln3(x))), (k, v), (weights[:, :, 0], scores[:, :, 0])
 
 
 @dataclass
@@ -303,16 +320,26 @@ class TransformerSeq2Seq(Seq2Seq):
         cross = CrossKV(k=[k for k, _ in kv], v=[v for _, v in kv])  # (B, nh, S, hs) per layer
         return EncoderOut(memory=memory, src_mask=src_mask, extra=cross)
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, align: AlignWith | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
         # The decoder layers project the memory's cross keys/values themselves here (for all T
         # positions at once), so training runs the encoder stack only, not ``encode``, which
         # projects them for step-by-step decoding.
         memory = self.encode_memory(src, src_mask)  # (B, S, H)
         mem_mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
         y = self.embed(self.tgt_emb, tgt_in)  # (B, T, H)
-        for layer in self.dec_layers:
-            y = layer(y, memory, mem_mask)  # (B, T, H)
-        return self.out(self.dec_ln(y))  # (B, T, V)
+        n = len(self.dec_layers)
+        if align is not None and not -n <= align[0] < n:
+            raise ValueError(f"align layer {align[0]}: the model has {n} attention layer(s)")
+        chosen, scores = None if align is None else align[0] % n, None
+        for i, layer in enumerate(self.dec_layers):
+            y, found = layer(y, memory, mem_mask, keep_scores=i == chosen)  # (B, T, H)
+            scores = found if found is not None else scores  # (B, nh, T, S) of the chosen layer
+        logits = self.out(self.dec_ln(y))  # (B, T, V)
+        if align is None:
+            return logits
+        return logits, log_shares(scores, align[1])  # (B, nh, T, S) -> (B, T, S)
 
     def init_state(self, enc: EncoderOut) -> TransformerState:
         B = enc.memory.size(0)

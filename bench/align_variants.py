@@ -50,6 +50,7 @@ from attnmt.align import (  # noqa: E402
     align_pairs,
     alignment_error,
     forced_attention,
+    head_scores,
     parse_pharaoh,
     word_attention,
     word_ids,
@@ -100,10 +101,12 @@ EXPLAINED: dict[str, tuple[str, str]] = {
 }
 
 
-def run_variant(name: str, overrides: list[str], root: Path, fresh: bool) -> Path:
+def run_variant(
+    name: str, overrides: list[str], root: Path, fresh: bool, config: Path = CONFIG
+) -> Path:
     """Train the variant into root/name unless a finished run with the same config is there."""
     out = root / name
-    cfg = load_config(CONFIG, [f"train.out_dir={out}", "train.progress=false", *overrides])
+    cfg = load_config(config, [f"train.out_dir={out}", "train.progress=false", *overrides])
     if fresh or not finished(out, cfg):
         if out.exists():
             shutil.rmtree(out)  # a clean start: train() would resume a half-done run
@@ -215,6 +218,7 @@ def measure(run: Path, split: str) -> dict[str, Any]:
     return {
         "split": split,
         "pairs": len(pairs),
+        **best_head(translator, run, pairs, golds),
         "aer": score.aer,
         "precision": score.precision,
         "recall": score.recall,
@@ -225,6 +229,25 @@ def measure(run: Path, split: str) -> dict[str, Any]:
         **attention_mass(translator, pairs, golds),
         "explain": explained(translator, run),
     }
+
+
+def best_head(
+    translator: Translator, run: Path, pairs: list[tuple[str, str]], golds: list[Alignment]
+) -> dict[str, Any]:
+    """For a model with several heads: every (layer, head)'s AER on dev, and the AER on
+    ``pairs`` of the one best on dev (what model.align_layer/align_head should say)."""
+    if translator.cfg.model.arch != "transformer":
+        return {}
+    cfg = translator.cfg
+    dev = read_corpus(str(run / "dev.tsv")).pairs
+    dev_gold = demo_gold(dev, cfg.data.demo_size, cfg.train.seed, cfg.data.reverse,
+                         cfg.data.lowercase)  # fmt: skip
+    on_dev = head_scores(translator, dev, dev_gold)
+    (layer, head), best = min(on_dev.items(), key=lambda kv: kv[1].aer)
+    chosen = alignment_error(align_pairs(translator, pairs, layer, head), golds)
+    return {"heads_dev_aer": {f"{k[0]},{k[1]}": v.aer for k, v in on_dev.items()},
+            "best_layer": layer, "best_head": head, "best_dev_aer": best.aer,
+            "best_head_aer": chosen.aer}  # fmt: skip
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -296,6 +319,7 @@ def main() -> int:
     ap.add_argument("--define", action="append", default=[], metavar="NAME=K=V,K=V",
                     help="an extra variant (runs after --variants)")  # fmt: skip
     ap.add_argument("--root", default="/tmp/align_variants", help="run directories go here")
+    ap.add_argument("--config", type=Path, default=CONFIG, help="base config (default the demo)")
     ap.add_argument("--select", choices=["dev", "test"], default="test", help="split to report")
     ap.add_argument("--json", default="", help="results file (default ROOT/results-SPLIT.json)")
     ap.add_argument("--fresh", action="store_true", help="retrain runs that are already there")
@@ -315,10 +339,12 @@ def main() -> int:
     path = Path(args.json or root / f"results-{args.select}.json")
     results = json.loads(path.read_text()) if path.exists() else {}
     for name, overrides in todo.items():
-        run = run_variant(name, overrides, root, args.fresh)
-        results[name] = {"overrides": overrides, **measure(run, args.select)}
+        run = run_variant(name, overrides, root, args.fresh, args.config)
+        results[name] = r = {"overrides": overrides, **measure(run, args.select)}
         write_text_atomic(path, json.dumps(results, indent=1))
-        print(f"[{name}] AER {100 * results[name]['aer']:.1f}, BLEU {results[name]['bleu']:.1f}")
+        best = (f", best dev head {r['best_layer']},{r['best_head']}: AER "
+                f"{100 * r['best_head_aer']:.1f}" if "best_head" in r else "")  # fmt: skip
+        print(f"[{name}] AER {100 * r['aer']:.1f}, BLEU {r['bleu']:.1f}{best}")
     shown = {n: results[n] for n in todo}
     print(f"\n{args.select} split; AER/P/R/exact in %; shares per target word\n")
     print(table(shown))

@@ -18,7 +18,6 @@ from attnmt.align import (
     attention_links,
     forced_attention,
     format_links,
-    gold_batch,
     guided_alignment_loss,
     head_scores,
     hypothesis_links,
@@ -34,6 +33,7 @@ from attnmt.align import (
 from attnmt.checkpoint import build_model
 from attnmt.config import Config
 from attnmt.corpus import CorpusError
+from attnmt.data import gold_batch
 from attnmt.interface import EncoderOut, Seq2Seq, StepAttention
 from attnmt.tokenizer import BOS_ID, SentencePieceTokenizer, WordTokenizer
 from attnmt.translate import TorchEngine, Translator
@@ -288,8 +288,8 @@ def test_head_scores_rank_the_diagonal_heads_first():
     translator, _ = copy_translator()
     golds = [Alignment.of((k, k) for k in range(6)), Alignment.of((k, k) for k in range(3))]
     scores = head_scores(translator, PAIRS[:2], golds)
-    assert set(scores) == {(0, 0), (0, 1), (0, None), (1, 0), (1, 1), (1, None)}
-    assert scores[1, None].aer == 0.0 and scores[0, 0].aer == 0.0
+    assert set(scores) == {(0, 0), (0, 1), (0, -1), (1, 0), (1, 1), (1, -1)}
+    assert scores[1, -1].aer == 0.0 and scores[0, 0].aer == 0.0
     assert scores[1, 1].aer > 0.5
 
 
@@ -415,3 +415,66 @@ def test_loss_respects_padding_and_rows_without_gold():
 def test_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="differ"):
         guided_alignment_loss(torch.zeros(1, 2, 3), torch.zeros(1, 3, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: forward(..., align=(layer, head)) for guided alignment
+# ---------------------------------------------------------------------------------------------
+
+
+def tiny_model(arch: str, **model) -> Seq2Seq:
+    cfg = Config()
+    cfg.model.arch = arch
+    cfg.model.hidden, cfg.model.emb_dim, cfg.model.ff_dim = 16, 16, 32
+    cfg.model.layers, cfg.model.heads, cfg.model.dropout = 2, 2, 0.0
+    for key, value in model.items():
+        setattr(cfg.model, key, value)
+    torch.manual_seed(0)
+    return build_model(cfg.model, 20, 20).eval()
+
+
+def padded_batch() -> tuple[Tensor, Tensor, Tensor]:
+    src = torch.tensor([[5, 6, 7, 2], [8, 2, 0, 0]])  # (B, S): <eos> = 2, padding = 0
+    tgt_in = torch.tensor([[BOS_ID, 9, 10, 11], [BOS_ID, 12, 0, 0]])  # (B, T)
+    return src, src != 0, tgt_in
+
+
+@pytest.mark.parametrize(
+    "arch, model, align",
+    [
+        ("lstm", {}, (0, 0)),
+        ("lstm", {"input_feeding": False}, (-1, -1)),
+        ("transformer", {}, (0, 1)),
+        ("transformer", {}, (-1, -1)),
+    ],
+)
+@torch.no_grad()
+def test_forward_log_attention_is_what_decoding_attends(arch, model, align):
+    """The log attention of ``forward(..., align)`` is the log of the weights the same layer and
+    head give one decode step at a time (heads averaged for head -1), padding at -inf; and the
+    logits are those of a plain forward."""
+    m = tiny_model(arch, **model)
+    src, mask, tgt_in = padded_batch()
+    logits, log_attn = m(src, mask, tgt_in, align=align)
+    torch.testing.assert_close(logits, m(src, mask, tgt_in), atol=1e-5, rtol=0)
+    assert log_attn.shape == (2, 4, 4)  # (B, T, S)
+    assert torch.isneginf(log_attn[1, :, 2:]).all()  # padded source positions
+    enc, steps = m.encode(src, mask), []
+    state = m.init_state(enc)
+    for t in range(tgt_in.size(1)):
+        _, state, attn = m.decode_step(tgt_in[:, t], state, enc)
+        steps.append(pick_head(attn.weights, *align))
+    stepped = torch.stack(steps, 1)  # (B, T, S)
+    torch.testing.assert_close(log_attn.exp(), stepped, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch, align, message", [
+    ("lstm", (1, 0), "the LSTM has 1 attention layer"),
+    ("lstm", (0, 1), "the model has 1 head"),
+    ("transformer", (2, 0), "the model has 2 attention layer"),
+    ("transformer", (0, 2), "the model has 2 head"),
+])  # fmt: skip
+def test_forward_rejects_a_layer_or_head_the_model_lacks(arch, align, message):
+    src, mask, tgt_in = padded_batch()
+    with pytest.raises(ValueError, match=message):
+        tiny_model(arch)(src, mask, tgt_in, align=align)

@@ -288,17 +288,22 @@ FLAG_CASES = [  # flags, the DecodeOptions fields every engine call must get, a 
     (["--length-penalty", "0"], {"length_penalty": 0.0},
      lambda r: all(h.score == pytest.approx(h.logprob) for n in r.hyps for h in n)),
     (["--batch-size", "2"], {"batch_size": 2}, lambda r: r.batches == [2, 2, 1]),
+    (["--no-repeat-ngram", "1"], {"no_repeat_ngram": 1},
+     lambda r: all(len(set(h[0].ids)) == len(h[0].ids) for h in r.hyps)),
+    (["--repetition-penalty", "1.5"], {"repetition_penalty": 1.5}, None),
     (["--early-stop", "--length-penalty", "0"], {"early_stop": True, "length_penalty": 0.0}, None),
     (["--device", "cpu"], {}, lambda r: r.device == "cpu"),
     (["--threads", "1"], {}, lambda r: r.threads == 1),
     (["--quantize"], {}, lambda r: r.quantized),
     (["--scores"], {}, lambda r: all(float(line.split("\t")[0]) <= 0 for line in r.lines)),
+    ([], {"split_sentences": True}, None),  # issue #13: on by default
+    (["--no-split-sentences"], {"split_sentences": False}, None),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("engine", ["torch", "ctranslate2"])
 @pytest.mark.parametrize(
-    "flags, fields, check", FLAG_CASES, ids=[" ".join(c[0]) for c in FLAG_CASES]
+    "flags, fields, check", FLAG_CASES, ids=[" ".join(c[0]) or "no flags" for c in FLAG_CASES]
 )
 def test_every_translate_flag_works_with_both_engines(translate_cli, engine, flags, fields, check):
     """Bug: with --engine ctranslate2, --min-len, --max-len-a/-b, --length-penalty, --batch-size,
@@ -341,6 +346,8 @@ def test_cuda_without_a_gpu_is_an_error(translate_cli, engine):
         (["--beam", "0"], "beam"),
         (["--beam", "2", "--n-best", "3"], "n_best"),
         (["--min-len", "-1"], "min_len"),
+        (["--no-repeat-ngram", "-1"], "no_repeat_ngram"),
+        (["--repetition-penalty", "0"], "repetition_penalty"),
         (["--batch-size", "0"], "batch_size"),
         (["--max-len-a", "0", "--max-len-b", "0"], "max_len_a/max_len_b"),
     ],
@@ -463,6 +470,9 @@ def test_a_bom_at_the_start_of_the_input_is_dropped(request, tmp_path, sources, 
         ("translate", ["--max-len-a", "0", "--max-len-b", "1"], "decode.max_len_a/max_len_b:"),
         ("translate", ["--max-len-a", "0.2", "--max-len-b", "0"], "decode.max_len_a/max_len_b:"),
         ("evaluate", ["--limit", "-1"], "--limit: must be >= 0, got -1"),
+        ("translate", ["--window", "0"], "--window: must be >= 1, got 0"),
+        ("translate", ["--src-lang", "e n"], "--src-lang: 'e n' is not a language code"),
+        ("evaluate", ["--src-lang", "1"], "--src-lang: '1' is not a language code"),
         ("explain", ["--top-k", "0"], "--top-k: must be >= 1, got 0"),
         ("serve", ["--port", "99999"], "--port: must be <= 65535, got 99999"),
         ("serve", ["--port", "0"], "--port: must be >= 1, got 0"),
@@ -610,3 +620,78 @@ def test_alignments_from_translate_align_and_evaluate(tiny_run: Path, tmp_path: 
     gold.write_text("0-0\n")  # one line for several pairs: an error naming the file
     code, _, err = run_main([*evaluate, "--align-gold", str(gold)])
     assert code == 2 and "test.align" in err and "alignment lines" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Issue #14: translate streams its input; issue #13: sentence splitting flags
+# --------------------------------------------------------------------------------------------
+
+STREAM_INPUT = b"I eat bread. We see the dog.\n\nThey want a car.\nYou see apples.\nLet's go.\n"
+
+
+@pytest.mark.parametrize("flags", [[], ["--n-best", "2", "--scores", "--align"]])
+def test_translate_output_does_not_depend_on_the_window(models, tmp_path, flags):
+    args = ["translate", "--model", str(models["torch"]), *flags]
+    rc, whole, err = run_main([*args, "--window", "100"], STREAM_INPUT)
+    assert rc == 0, err
+    for window in ("1", "2", "3"):
+        assert run_main([*args, "--window", window], STREAM_INPUT)[:2] == (0, whole)
+    n_best = 2 if flags else 1
+    assert len(whole.splitlines()) == 5 * n_best  # the empty line kept, line for line
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_with_o_on_a_terminal_and_on_request(models, tmp_path):
+    args = ["translate", "--model", str(models["torch"]), "--window", "2"]
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_bytes(STREAM_INPUT)
+    with contextlib.redirect_stderr(Terminal()) as err:
+        assert main([*args, "-i", str(src), "-o", str(out)]) == 0
+    assert re.search(r"translate: .*5 lines \[.* lines/s\]", err.getvalue()), err.getvalue()
+    assert len(out.read_text().splitlines()) == 5
+    # Not a terminal (a log, a pipe): no bar unless asked for; stdout: none either.
+    rc, _, err = run_main([*args, "-o", str(out)], STREAM_INPUT)
+    assert rc == 0 and err == ""
+    rc, text, err = run_main(args, STREAM_INPUT)
+    assert rc == 0 and err == "" and len(text.splitlines()) == 5
+    assert "5 lines" in run_main([*args, "--progress"], STREAM_INPUT)[2]
+    assert "5 lines" in run_main([*args, "-o", str(out), "--progress"], STREAM_INPUT)[2]
+
+
+def test_a_bad_line_late_in_the_input_stops_with_its_line_and_writes_no_file(models, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"I eat bread.\nWe see the dog.\nLet's \xff go.\n")
+    out = tmp_path / "out.txt"
+    args = ["translate", "--model", str(models["torch"]), "-i", str(bad), "--window", "2"]
+    rc, _, err = run_main([*args, "-o", str(out), "--no-progress"])
+    assert one_error_line(rc, err).startswith(f"{bad}:3: invalid UTF-8")
+    assert not out.exists() and not list(tmp_path.glob(".out.txt.*"))  # atomic: nothing left
+    rc, text, err = run_main(args)  # stdout: the first window is out before line 3 is read
+    assert one_error_line(rc, err).startswith(f"{bad}:3: invalid UTF-8")
+    assert len(text.splitlines()) == 2
+    missing = tmp_path / "missing.txt"
+    rc, _, err = run_main(["translate", "--model", str(models["torch"]), "-i", str(missing)])
+    assert one_error_line(rc, err) == f"{missing}: file not found"
+
+
+def test_evaluate_and_translate_split_sentences_unless_told_not_to(models, tmp_path, monkeypatch):
+    from attnmt.translate import TorchEngine
+
+    searched: list[int] = []  # sources per engine call
+    real = TorchEngine.search
+    monkeypatch.setattr(TorchEngine, "search", lambda engine, sources, *a: (
+        searched.append(len(sources)) or real(engine, sources, *a)))  # fmt: skip
+    test = tmp_path / "test.tsv"
+    test.write_text("I eat bread. We see the dog.\tComo pan. Vemos el perro.\n")
+    model = str(models["torch"])
+    for command in (["evaluate", "--test", str(test)], ["translate"]):
+        for flags, sentences in (([], 2), (["--no-split-sentences"], 1)):
+            searched.clear()
+            stdin = b"I eat bread. We see it.\n"
+            rc, _, err = run_main([*command, "--model", model, *flags], stdin)
+            assert rc == 0, err
+            assert searched == [sentences], command  # two sentences, or the line whole

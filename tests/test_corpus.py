@@ -16,6 +16,7 @@ from attnmt.corpus import (
     read_corpus,
     read_lines,
     read_tsv,
+    split_indices,
     split_pairs,
 )
 
@@ -342,3 +343,23 @@ def test_real_multi30k_aligned():
     assert len(corpus.pairs) == 29_000 and corpus.blank_lines == 0
     val = read_aligned(MULTI30K / "val.en", MULTI30K / "val.de", reverse=True)
     assert len(val.pairs) == 1_014
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_split_keeps_pinned_sources_in_training(seed):
+    """The demo pins "Let's go." to training (the example explain shows): before, some seeds
+    (train.seed=1 among them) put it in dev."""
+    pairs = [("Let's go.", "Vamos."), ("Let's go.", "¡Vámonos!")] + many_pairs(30)
+    train, dev, test = split_pairs(pairs, 0.3, 0.3, seed, keep_in_train=frozenset(["Let's go."]))
+    assert pairs[:2] == train[:2] and dev and test
+    # split_indices is the same split, by index
+    idx = split_indices([s for s, _ in pairs], 0.3, 0.3, seed, frozenset(["Let's go."]))
+    assert [[pairs[i] for i in part] for part in idx] == [train, dev, test]
+
+
+def test_split_of_only_pinned_sources_holds_nothing_out():
+    pairs = [("a", "x"), ("b", "y")]
+    assert split_pairs(pairs, 0.4, 0.4, 0, keep_in_train=frozenset("ab")) == (pairs, [], [])
+    # one pinned, one free: the free one may go, training still has the pinned one
+    train, dev, test = split_pairs(pairs, 0.4, 0.4, 0, keep_in_train=frozenset("a"))
+    assert train == [("a", "x")] and len(dev + test) == 1

@@ -74,7 +74,7 @@ def test_decoder_layer_step_equals_forward():
     memory = torch.randn(2, src.size(1), 32)  # (B, S, H)
     mem_mask = mask[:, None, None, :]  # (B, 1, 1, S)
     x = torch.randn(2, 6, 32)  # (B, T, H)
-    whole = layer(x, memory, mem_mask)  # (B, T, H)
+    whole, _ = layer(x, memory, mem_mask)  # (B, T, H)
     cross = layer.cross_attn.keys_values(memory)
     cache = (torch.zeros(2, 4, 0, 8), torch.zeros(2, 4, 0, 8))  # (B, nh, 0, hs)
     for t in range(x.size(1)):
