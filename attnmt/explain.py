@@ -10,7 +10,9 @@ encoding of every source token (similarity *scores*), turns the scores into shar
 the next token; greedy decoding takes the most probable one (Luong et al. 2015, section 3;
 Bahdanau et al. 2015, section 3.1). Explain does not decode by itself: the steps, the ``<eos>``
 and length-limit stop, ``min_len`` and the tie-breaking are those of ``greedy_search``, with the
-decode options of ``translator.options``, so the trace always equals ``translate(beam=1)``.
+decode options of ``translator.options``, so the trace equals ``translate(beam=1)`` of a
+one-sentence line. A line of several sentences is explained whole, in one pass: ``translate``
+splits it (``decode.split_sentences``), explain shows what one decoding of the line attends to.
 
 Only the model interface is used, never the model type: the LSTM reports (L=1, nh=1) attention,
 the Transformer its cross-attention per layer and head. The headline map (scores and weights) is
