@@ -283,15 +283,16 @@ class ShardBatcher:
 
     def _cut(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Windows of ``order`` sorted by length and cut: (flat order, batch starts, ends)."""
-        lengths = np.asarray(self.lengths[order], dtype=np.int64)  # (N, 2)
-        widths = lengths.max(axis=1) + 1  # (N,) padded width of a row: longest side + <eos>
         flat, starts, ends = np.empty_like(order), [], []
         for a in range(0, len(order), self.window):
             b = min(a + self.window, len(order))
+            # One window's lengths at a time: memory stays O(window), not O(corpus).
+            lengths = np.asarray(self.lengths[order[a:b]], dtype=np.int64)  # (W, 2)
+            widths = lengths.max(axis=1) + 1  # (W,) padded width of a row: longest side + <eos>
             # Stable: equal lengths keep the (shuffled) epoch order, a random tie-break.
-            idx = np.lexsort((lengths[a:b, 0], lengths[a:b, 1], widths[a:b]))
+            idx = np.lexsort((lengths[:, 0], lengths[:, 1], widths))
             flat[a:b] = order[a:b][idx]
-            cuts = cut_sorted(widths[a:b][idx].tolist(), self.batch_tokens)
+            cuts = cut_sorted(widths[idx].tolist(), self.batch_tokens)
             starts += [a, *(a + e for e in cuts[:-1])]
             ends += [a + e for e in cuts]
         return flat, np.array(starts, np.int64), np.array(ends, np.int64)
