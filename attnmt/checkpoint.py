@@ -6,7 +6,8 @@ Pipeline position: ``train`` -> **Checkpoint.save** -> file -> **Checkpoint.load
 A checkpoint is one ``torch.save`` dict (format tag ``attnmt-checkpoint-v1``) of plain data that
 loads with ``weights_only=True`` (no code runs on load): the resolved config, the model weights,
 both tokenizers, and for ``last.pt`` the training state exact resume needs (optimizer, progress,
-RNG states). Saves are atomic (temp file, fsync, rename); a failed save leaves the old file.
+RNG states, and the weights' moving average when one is kept). Saves are atomic (temp file,
+fsync, rename); a failed save leaves the old file.
 
 Resume: :func:`check_resumable` compares the run's config with the checkpoint's and refuses,
 naming every key that differs, unless the key is in :data:`RESUMABLE_KEYS`. :class:`RunLock`
@@ -40,7 +41,9 @@ RESUMABLE_KEYS = frozenset(
         "data.workers",  # how many processes prepare the shards, not what they hold
         "train.max_steps",
         "train.max_epochs",
-        "train.max_minutes",
+        "train.max_minutes",  # but linear / cosine runs keep their plan: train.check_plan_kept
+        "train.plan_steps",  # how a budget run times itself before its plan is fixed
+        "train.keep_last",  # how many step-N.pt files are kept, not what they hold
         "train.patience",
         "train.eval_every",
         "train.save_every",
@@ -108,6 +111,7 @@ class TrainingState:
     optimizer: dict[str, Any]  # optimizer.state_dict()
     progress: dict[str, Any]  # train.Progress fields
     rng: dict[str, Any]  # torch / python / cuda RNG states
+    ema: dict[str, Any] | None = None  # the weights' moving average (train.ema_decay), or None
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class Checkpoint:
             raise CheckpointError(f"{path}: unusable checkpoint ({first})") from None
         training = None
         if all(k in raw for k in ("optimizer", "progress", "rng")):
-            training = TrainingState(raw["optimizer"], raw["progress"], raw["rng"])
+            training = TrainingState(raw["optimizer"], raw["progress"], raw["rng"], raw.get("ema"))
         return cls(config, raw["model"], src_tok, tgt_tok, training, path)
 
 

@@ -111,7 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from attnmt.config import load_config
     from attnmt.train import train
 
-    train(load_config(args.config, args.overrides))
+    minutes = [] if args.minutes is None else [f"train.max_minutes={args.minutes}"]
+    train(load_config(args.config, [*args.overrides, *minutes]))
     return 0
 
 
@@ -388,6 +389,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "or runs/CONFIG_NAME when the config names none",
     )
     _add_config_args(p)
+    p.add_argument(
+        "--minutes",
+        type=float,
+        metavar="N",
+        help="plan the run for N minutes on this machine, validation included "
+        "(= --set train.max_minutes=N)",
+    )
     p.set_defaults(func=cmd_train)
 
 

@@ -85,10 +85,13 @@ class TrainConfig:
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     betas: tuple[float, float] = (0.9, 0.98)  # Adam betas
-    schedule: str = (
-        "inverse_sqrt"  # "constant", "inverse_sqrt" (warmup then 1/sqrt), "noam", "plateau"
-    )
-    warmup: int = 200  # warmup steps for inverse_sqrt / noam
+    # "constant", "inverse_sqrt" (warmup then 1/sqrt), "noam", "plateau", or "linear" / "cosine":
+    # linear warmup, then a linear or cosine decay to min_lr_ratio at the run's planned last step
+    # (max_steps, or the steps that fit in max_minutes).
+    schedule: str = "inverse_sqrt"
+    warmup: int = 200  # warmup steps: inverse_sqrt / noam, linear / cosine when warmup_fraction=0
+    warmup_fraction: float = 0.05  # linear / cosine: warmup steps as a share of the planned steps
+    min_lr_ratio: float = 0.01  # linear / cosine: the lr at the planned last step, as a share of lr
     plateau_patience: int = 2  # plateau: validations without improvement before decaying lr
     plateau_factor: float = 0.5  # plateau: lr multiplier on decay
     label_smoothing: float = 0.1  # cross-entropy label smoothing (padding ignored)
@@ -101,9 +104,17 @@ class TrainConfig:
     clip_norm: float = 1.0  # gradient clipping by global norm (0 = off)
     max_steps: int = 1000  # stop after this many optimizer steps
     max_epochs: int = 0  # stop after this many epochs (0 = no epoch limit)
-    max_minutes: float = 0.0  # stop after this wall-clock budget (0 = none)
+    # Wall-clock budget in minutes (0 = none): the run times its first plan_steps steps, one
+    # validation and one save, fixes the steps that fit (at most max_steps; kept in last.pt) and
+    # stops there; the budget's end also stops it, as a safety net.
+    max_minutes: float = 0.0
+    plan_steps: int = 30  # budget runs: steps timed before the step plan is fixed
     eval_every: int = 200  # validate (perplexity + dev BLEU) every N steps
     save_every: int = 200  # write the `last` checkpoint every N steps
+    # Exponential moving average of the weights, updated after every step (0 = off; e.g. 0.999):
+    # validation scores it, and best.pt holds its weights; last.pt keeps the trained ones.
+    ema_decay: float = 0.0
+    keep_last: int = 0  # keep the last N saves as step-N.pt; at the end avg.pt holds their mean
     patience: int = 0  # early stopping: validations without dev BLEU gain (0 = off)
     eval_beam: int = 1  # beam size for dev BLEU during training
     eval_max_sents: int = 500  # dev sentences used for dev BLEU (0 = all)
@@ -213,7 +224,7 @@ CHOICES = {
     "model.arch": ("lstm", "transformer"),
     "model.attention": ("dot", "general", "additive"),
     "train.optimizer": ("adam", "adamw"),
-    "train.schedule": ("constant", "inverse_sqrt", "noam", "plateau"),
+    "train.schedule": ("constant", "inverse_sqrt", "noam", "plateau", "linear", "cosine"),
     "train.precision": ("fp32", "bf16", "fp16"),
 }
 AT_LEAST = {  # key -> smallest allowed value
@@ -226,6 +237,7 @@ AT_LEAST = {  # key -> smallest allowed value
     "train.batch_tokens": 1, "train.accum": 1, "train.lr": 0.0, "train.weight_decay": 0.0,
     "train.warmup": 0, "train.plateau_patience": 1, "train.clip_norm": 0.0,
     "train.max_steps": 0, "train.max_epochs": 0, "train.max_minutes": 0.0,
+    "train.plan_steps": 2, "train.keep_last": 0,  # plan_steps: a step or more is timed
     "train.eval_every": 1, "train.save_every": 1, "train.log_every": 1, "train.patience": 0,
     "train.eval_beam": 1, "train.eval_max_sents": 0, "train.threads": 0,
     "decode.beam": 1, "decode.n_best": 1, "decode.min_len": 0, "decode.no_repeat_ngram": 0,
@@ -237,6 +249,8 @@ MIN_REPETITION_PENALTY = 1e-6
 FRACTIONS = {  # key -> (low, high), half-open [low, high)
     "data.dev_fraction": (0.0, 1.0), "data.test_fraction": (0.0, 1.0),
     "model.dropout": (0.0, 1.0), "train.label_smoothing": (0.0, 1.0),
+    "train.warmup_fraction": (0.0, 1.0), "train.min_lr_ratio": (0.0, 1.0),
+    "train.ema_decay": (0.0, 1.0),
 }  # fmt: skip
 
 

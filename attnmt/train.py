@@ -11,10 +11,24 @@ and dev BLEU); :func:`after_validation` (a pure function) decides best / plateau
 ``best`` (by dev BLEU) and ``last`` checkpoints are written atomically; :class:`RunLog` writes
 ``train_log.jsonl`` and TensorBoard curves.
 
-Exact resume: ``last.pt`` holds the model, optimizer, schedule, RNG states and the data position
-(epoch, batches consumed). Batch order is a pure function of (seed, epoch), so a run killed at any
-moment and started again continues from its last checkpoint and ends with the same weights as a
-run that was never interrupted.
+The step plan: a run plans to end at ``max_steps``, or with ``train.max_minutes`` at the last
+step that fits in the budget. A budget run times its first ``plan_steps`` steps (the very first,
+which pays the start-up, left out), one validation and one save, and fixes the plan from them
+(:func:`fit_plan`): validation and saves are inside the budget. The plan is fixed once, stored
+in ``Progress`` (so in last.pt) and never timed again; the run stops there, and the budget's end
+stays a safety net. The lr is a pure function of (step, plan, config): ``linear`` and ``cosine``
+warm up for a share of the plan and decay to ``min_lr_ratio`` at its last step (budget-aware
+schedules, Li et al. 2020), so a resume may not move their plan (:func:`check_plan_kept`).
+
+Weight averages: with ``train.ema_decay`` an exponential moving average of the weights
+(:class:`WeightEma`) is validated and written as best.pt; with ``train.keep_last`` the last saves
+are kept as step-N.pt and the run ends by averaging them into avg.pt (``attnmt.average``).
+
+Exact resume: ``last.pt`` holds the model, optimizer, schedule and plan, RNG states, the weights'
+moving average and the data position (epoch, batches consumed). Batch order is a pure function of
+(seed, epoch), so a run killed at any moment and started again continues from its last
+checkpoint and ends with the same weights as a run that was never interrupted (a budget run
+killed before its plan was fixed times itself again, so its plan may differ).
 
 Scale-out: under ``torchrun`` each rank trains on its own shard of every epoch's batches with
 DistributedDataParallel (gloo on CPU, NCCL on GPU); only rank 0 validates, logs and writes, and
@@ -23,11 +37,13 @@ rank 0 alone decides when to stop (the others follow its broadcast).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -41,6 +57,7 @@ from tqdm import tqdm
 
 from attnmt.align import Alignment, guided_alignment_loss, read_corpus_gold, training_links
 from attnmt.atomic import append_text, remove_stale_temps, write_text_atomic
+from attnmt.average import average_checkpoints
 from attnmt.checkpoint import (
     Checkpoint,
     ResumeError,
@@ -205,11 +222,17 @@ def write_run_files(cfg: Config, data: RunData, out: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def lr_factor(step: int, cfg: Config) -> float:
-    """Multiplier on ``train.lr`` at optimizer step ``step`` (1-based)."""
+PLANNED_SCHEDULES = ("linear", "cosine")  # their lr decays to the run's planned last step
+
+
+def lr_factor(step: int, plan: int, cfg: Config) -> float:
+    """Multiplier on ``train.lr`` at optimizer step ``step`` (1-based) of a run planned to end
+    at step ``plan`` (:func:`scheduled_steps`); a pure function, so a resume redoes it exactly."""
     t, warm = cfg.train, max(1, cfg.train.warmup)
     if t.schedule in ("constant", "plateau"):
         return 1.0
+    if t.schedule in PLANNED_SCHEDULES:
+        return decay_factor(step, plan, t)
     if t.schedule == "inverse_sqrt":
         # Linear warmup to the peak, then decay with 1/sqrt(step) (Vaswani et al. 2017, 5.3).
         return min(step / warm, math.sqrt(warm / step))
@@ -218,6 +241,21 @@ def lr_factor(step: int, cfg: Config) -> float:
         d = cfg.model.hidden
         return d**-0.5 * min(step**-0.5, step * warm**-1.5)
     raise ValueError(f"train.schedule: unknown schedule {t.schedule!r}")
+
+
+def decay_factor(step: int, plan: int, t: TrainConfig) -> float:
+    """linear / cosine: a linear warmup to 1, then down to ``min_lr_ratio`` exactly at ``plan``
+    (and there after it). A schedule that ends where the run ends beats one a budget cuts off
+    midway (Li et al. 2020, "Budgeted training")."""
+    warm = round(t.warmup_fraction * plan) if t.warmup_fraction else t.warmup
+    warm = min(warm, plan - 1)  # a plan shorter than its warmup still decays at its last step
+    if step <= warm:
+        return step / warm
+    done = min(1.0, (step - warm) / (plan - warm))  # share of the decay behind us
+    m = t.min_lr_ratio
+    if t.schedule == "linear":
+        return m + (1 - m) * (1 - done)
+    return m + (1 - m) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +272,10 @@ class Progress:
     bad_evals: int = 0  # validations since the last dev BLEU gain (early stopping)
     elapsed_s: float = 0.0  # training wall-clock time up to the last save
     plateau_scale: float = 1.0  # lr multiplier applied by the plateau schedule
+    plan_steps: int = 0  # the planned last step (0 = a budget run still timing its first steps)
+    step_s: float = 0.0  # a budget run's timings, measured once, behind its plan: seconds a step,
+    valid_s: float = 0.0  # a validation,
+    save_s: float = 0.0  # and a save of last.pt
 
 
 def rng_state() -> dict[str, Any]:
@@ -256,8 +298,9 @@ def make_checkpoint(
     optimizer: torch.optim.Optimizer,
     data: RunData,
     progress: Progress,
+    ema: dict[str, Any] | None = None,
 ) -> Checkpoint:
-    state = TrainingState(optimizer.state_dict(), dict(progress.__dict__), rng_state())
+    state = TrainingState(optimizer.state_dict(), dict(progress.__dict__), rng_state(), ema)
     return Checkpoint(cfg, model.state_dict(), data.src_tok, data.tgt_tok, state)
 
 
@@ -268,8 +311,160 @@ def load_resume(out: Path, cfg: Config, log: Log) -> Checkpoint | None:
         return None
     ckpt = Checkpoint.load(path)
     check_resumable(ckpt, cfg)
+    check_plan_kept(ckpt, cfg)
     log(f"resuming from {path} at step {ckpt.training.progress['step']}")
     return ckpt
+
+
+class WeightEma:
+    """An exponential moving average of the weights (``train.ema_decay``; 0 = off, and then
+    :attr:`eval_model` is the model itself).
+
+    torch's ``AveragedModel`` keeps a copy of the model, float32 like its weights (autocast
+    never changes their dtype): the first step copies them, each later one moves the copy by
+    ``1 - decay`` towards them. Its state (the copy and its update count) travels in last.pt.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, state: dict[str, Any] | None = None):
+        self.model, self.averaged = model, None
+        if decay:
+            avg_fn = torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
+            self.averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=avg_fn)
+            if state is not None:
+                self.averaged.load_state_dict(state)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights a run validates and delivers as best.pt."""
+        return self.model if self.averaged is None else self.averaged.module
+
+    def update(self) -> None:
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
+
+    def state(self) -> dict[str, Any] | None:
+        return None if self.averaged is None else self.averaged.state_dict()
+
+    def best(self, last: Checkpoint) -> Checkpoint:
+        """What best.pt holds: ``last``, or with an EMA its weights alone (no resume from it)."""
+        if self.averaged is None:
+            return last
+        return replace(last, weights=self.averaged.module.state_dict(), training=None)
+
+
+# --------------------------------------------------------------------------------------------
+# The step plan: max_steps, or the steps that fit in train.max_minutes (pure parts)
+# --------------------------------------------------------------------------------------------
+
+
+def scheduled_steps(p: Progress, t: TrainConfig) -> int:
+    """The last step the lr schedule plans for: the fixed plan, or max_steps while a budget run
+    still times its first steps (a provisional plan: its warmup rises more slowly)."""
+    return p.plan_steps or t.max_steps
+
+
+def multiples(after: int, upto: int, every: int) -> int:
+    """How many steps in (after, upto] are multiples of ``every``."""
+    return upto // every - after // every
+
+
+def run_seconds(p: Progress, last: int, t: TrainConfig) -> float:
+    """Wall-clock seconds from the start of the run to the end of step ``last``, at ``p``'s
+    measured costs: its steps, the validations and saves the loop will make up to there (one
+    of each at the stop), and with keep_last the average at the end (one validation, and
+    reading the checkpoints, counted as saves)."""
+    a, e, s = p.step, t.eval_every, t.save_every
+    valids = multiples(a, last, e) + (last % e != 0)
+    saved = multiples(a, last, e) + multiples(a, last, s) - multiples(a, last, math.lcm(e, s))
+    saves = saved + (last % e != 0 and last % s != 0)
+    if t.keep_last:
+        valids, saves = valids + 1, saves + t.keep_last
+    return p.elapsed_s + (last - a) * p.step_s + valids * p.valid_s + saves * p.save_s
+
+
+def fit_plan(p: Progress, t: TrainConfig) -> int:
+    """The last step a budget run can reach inside ``max_minutes`` from ``p`` (at most
+    max_steps; ``p.step`` when no further step fits)."""
+    budget = t.max_minutes * 60
+    later = range(p.step + 1, t.max_steps + 1)
+    return p.step + bisect.bisect_left(later, True, key=lambda s: run_seconds(p, s, t) > budget)
+
+
+def check_plan_kept(ckpt: Checkpoint, cfg: Config) -> None:
+    """Refuse a resume that would move the planned end of a linear / cosine run: its lr already
+    follows the plan that train.max_steps and train.max_minutes fixed."""
+    saved, t, plan = ckpt.config.train, cfg.train, ckpt.training.progress.get("plan_steps", 0)
+    changed = [
+        f"train.{k}: {getattr(saved, k)!r} -> {getattr(t, k)!r}"
+        for k in ("max_steps", "max_minutes")
+        if getattr(saved, k) != getattr(t, k)
+    ]
+    if changed and plan and t.schedule in PLANNED_SCHEDULES:
+        raise ResumeError(
+            f"{ckpt.path}: train.schedule={t.schedule} decays the lr to this run's planned last "
+            f"step, {plan}, fixed from its max_steps and max_minutes; a resume cannot change "
+            f"them ({'; '.join(changed)}). Resume with the run's own config.yaml, or train a "
+            "new run in another train.out_dir"
+        )
+
+
+def plan_on_start(p: Progress, saved: TrainConfig | None, t: TrainConfig) -> Progress:
+    """The plan a (re)started run follows: max_steps without a budget; else the stored plan
+    (never timed again), refitted from its stored timings when a resume changed the limits
+    (plan-free schedules only: :func:`check_plan_kept` refused the others); else none yet."""
+    if not t.max_minutes:
+        return replace(p, plan_steps=t.max_steps)
+    if saved is None or (saved.max_steps, saved.max_minutes) == (t.max_steps, t.max_minutes):
+        return p
+    if not p.step_s:  # the run was planned without a budget: it times itself from here
+        return replace(p, plan_steps=0)
+    return replace(p, plan_steps=fit_plan(p, t))
+
+
+class Budget:
+    """The run's clock (``time.monotonic``, or a test's fake), and the timing of a budget run's
+    first steps, from which its plan is fixed.
+
+    The plan is fixed at the end of this process's ``train.plan_steps``-th step. Its first step
+    is not timed (it pays the start-up: first batches, lazy kernel set-up), nor are the
+    validations and saves in between, which are timed on their own (:meth:`timed`); the plan
+    step itself times one of each.
+    """
+
+    def __init__(self, t: TrainConfig, clock: Callable[[], float], p: Progress):
+        self.t, self.clock = t, clock
+        self.start = clock() - p.elapsed_s  # the time before a resume counts too
+        self.first = p.step + 1
+        self.plan_at = p.step + t.plan_steps if t.max_minutes and not p.plan_steps else -1
+        self.spent = {"valid": 0.0, "save": 0.0}  # the latest of each, in seconds
+        self.overhead = 0.0  # seconds of everything timed so far
+        self.window = [(0.0, 0.0), (0.0, 0.0)]  # (clock, overhead) after the first / plan step
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def plans_now(self, p: Progress) -> bool:
+        """Whether the step that led to ``p`` is the plan step (and note the timing window)."""
+        if p.step in (self.first, self.plan_at):
+            self.window[p.step == self.plan_at] = (self.clock(), self.overhead)
+        return p.step == self.plan_at
+
+    @contextlib.contextmanager
+    def timed(self, what: str) -> Iterator[None]:
+        begin = self.clock()
+        yield
+        self.spent[what] = self.clock() - begin
+        self.overhead += self.spent[what]
+
+    def fix_plan(self, p: Progress, rt: Runtime) -> Progress:
+        """``p`` with the timings and the plan (rank 0's, on every rank)."""
+        (c0, o0), (c1, o1) = self.window
+        step_s = (c1 - c0 - (o1 - o0)) / (p.step - self.first)
+        timed = replace(p, elapsed_s=self.elapsed(), step_s=step_s, valid_s=self.spent["valid"],
+                        save_s=self.spent["save"])  # fmt: skip
+        # The plan checkpoint is still to be written at this step.
+        plan = fit_plan(replace(timed, elapsed_s=timed.elapsed_s + timed.save_s), self.t)
+        return replace(timed, plan_steps=rt.share(plan))
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +499,9 @@ def budget_stop(p: Progress, t: TrainConfig, elapsed_s: float, epoch_done: bool)
     """Why training stops after the step that led to ``p`` ("" = go on)."""
     if p.step >= t.max_steps:
         return f"max_steps {t.max_steps}"
-    if t.max_minutes and elapsed_s >= t.max_minutes * 60:
+    if p.plan_steps and p.step >= p.plan_steps:
+        return f"the plan's {p.plan_steps} steps (time budget {t.max_minutes} min)"
+    if t.max_minutes and elapsed_s >= t.max_minutes * 60:  # the plan's safety net
         return f"time budget {t.max_minutes} min"
     if epoch_done and t.max_epochs and p.epoch >= t.max_epochs:
         return f"max_epochs {t.max_epochs}"
@@ -333,6 +530,14 @@ class Runtime:
         x = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(x)
         return x.tolist()
+
+    def share(self, value: int) -> int:
+        """Rank 0's ``value``, on every rank (a budget run's plan: every rank follows one lr)."""
+        if self.world == 1:
+            return value
+        x = torch.tensor(value, dtype=torch.int64, device=self.device)
+        dist.broadcast(x, 0)
+        return int(x)
 
     def agree_stop(self, stop: str) -> str:
         """Rank 0 decides when to stop; every rank must agree or the collectives hang."""
@@ -558,7 +763,7 @@ def validate(
 def build_training(
     cfg: Config, data: RunData, resume: Checkpoint | None, rt: Runtime
 ) -> tuple[Seq2Seq, torch.optim.Optimizer, Progress]:
-    """Model and optimizer, fresh or restored from ``resume`` (RNG states included)."""
+    """Model and optimizer, fresh or restored from ``resume`` (RNG states and plan included)."""
     t = cfg.train
     random.seed(t.seed)
     torch.manual_seed(t.seed)
@@ -566,11 +771,12 @@ def build_training(
     opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     if resume is None:
-        return model, optimizer, Progress()
+        return model, optimizer, plan_on_start(Progress(), None, t)
     model.load_state_dict(resume.weights)
     optimizer.load_state_dict(resume.training.optimizer)
     set_rng_state(resume.training.rng)
-    return model, optimizer, Progress(**resume.training.progress)
+    progress = Progress(**resume.training.progress)
+    return model, optimizer, plan_on_start(progress, resume.config.train, t)
 
 
 def describe(cfg: Config, data: RunData, model: Seq2Seq, rt: Runtime) -> str:
@@ -584,38 +790,130 @@ def describe(cfg: Config, data: RunData, model: Seq2Seq, rt: Runtime) -> str:
     )
 
 
-def sized_bar_total(p: Progress, t: TrainConfig, elapsed_s: float) -> int:
-    """Steps the run will reach: max_steps, or fewer when the time budget binds first."""
-    if not t.max_minutes:
-        return t.max_steps
-    steps_per_s = p.step / max(1e-9, elapsed_s)
-    return int(min(t.max_steps, p.step + steps_per_s * (t.max_minutes * 60 - elapsed_s)))
+def step_files(out: Path) -> dict[int, Path]:
+    """The run's ``step-N.pt`` files (train.keep_last), by step."""
+    found = (re.fullmatch(r"step-(\d+)\.pt", f.name) for f in out.glob("step-*.pt"))
+    return {int(m[1]): out / m[0] for m in found if m}
 
 
-def report(record: dict[str, Any], bar: tqdm, runlog: RunLog, p: Progress, t: TrainConfig) -> None:
-    """A train log line, mirrored on the progress bar (whose total follows the time budget)."""
-    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
-                    tok_s=f"{record['tokens_per_s']:.0f}")  # fmt: skip
-    bar.total = sized_bar_total(p, t, record["elapsed_s"])
-    bar.refresh()
-    runlog.write(record)
+def keep_last_steps(out: Path, step: int, keep: int) -> list[Path]:
+    """The ``keep`` newest step files up to ``step``, oldest first; the others are removed (and
+    those after ``step``, left by a run killed between two of its saves)."""
+    files = step_files(out)
+    kept = sorted(n for n in files if n <= step)[-keep:]
+    for n in files.keys() - set(kept):
+        files[n].unlink(missing_ok=True)
+    return [files[n] for n in kept]
 
 
-def validation_outcome(
-    translator: Translator, data: RunData, t: TrainConfig, rt: Runtime, p: Progress,
-    bar: tqdm, runlog: RunLog,
-) -> Outcome:  # fmt: skip
-    """Validate (rank 0 only), log it, and decide best / plateau / early stop."""
-    record = validate(translator, data, t, rt, p.step)
-    if "dev_bleu" in record:
-        bar.write(f"step {p.step}: valid ppl {record['valid_ppl']:.2f}, "
-                  f"dev BLEU {record['dev_bleu']:.2f}, chrF {record['dev_chrf']:.2f}")  # fmt: skip
-    runlog.write(record)
-    return after_validation(p, record.get("dev_bleu"), t)
+@dataclass
+class Run:
+    """The parts a training loop works with; rank 0 alone validates, logs and writes."""
+
+    cfg: Config
+    rt: Runtime
+    out: Path
+    data: RunData
+    model: Seq2Seq
+    optimizer: torch.optim.Optimizer
+    ema: WeightEma
+    stepper: Stepper
+    translator: Translator  # over the weights validation scores (the EMA's, with one)
+    runlog: RunLog
+    bar: tqdm
+
+    def report(self, record: dict[str, Any]) -> None:
+        """A train log line, mirrored on the progress bar."""
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                             tok_s=f"{record['tokens_per_s']:.0f}")  # fmt: skip
+        self.runlog.write(record)
+
+    def validation_outcome(self, p: Progress) -> Outcome:
+        """Validate (rank 0 only), log it, and decide best / plateau / early stop."""
+        record = validate(self.translator, self.data, self.cfg.train, self.rt, p.step)
+        if "dev_bleu" in record:
+            self.bar.write(f"step {p.step}: valid ppl {record['valid_ppl']:.2f}, dev BLEU "
+                           f"{record['dev_bleu']:.2f}, chrF {record['dev_chrf']:.2f}")  # fmt: skip
+        self.runlog.write(record)
+        return after_validation(p, record.get("dev_bleu"), self.cfg.train)
+
+    def save(self, p: Progress, is_best: bool) -> None:
+        """last.pt (all a resume needs), best.pt when ``is_best``, and with train.keep_last
+        the weights alone as step-N.pt (the oldest beyond keep_last removed)."""
+        ckpt = make_checkpoint(self.cfg, self.model, self.optimizer, self.data, p,
+                               self.ema.state())  # fmt: skip
+        if self.cfg.train.keep_last:
+            replace(ckpt, training=None).save(self.out / f"step-{p.step}.pt")
+            keep_last_steps(self.out, p.step, self.cfg.train.keep_last)
+        ckpt.save(self.out / "last.pt")
+        if is_best:
+            self.ema.best(ckpt).save(self.out / "best.pt")
+
+    def show_plan(self, p: Progress) -> None:
+        """The fixed plan: the progress bar's new total, a line, a log record."""
+        self.bar.total = p.plan_steps
+        self.bar.refresh()
+        if not self.rt.main:
+            return
+        t, ends = self.cfg.train, run_seconds(p, p.plan_steps, self.cfg.train)
+        capped = " (max_steps)" if p.plan_steps == t.max_steps else ""
+        self.bar.write(
+            f"plan: {p.plan_steps} steps{capped} for the {t.max_minutes:g}-minute budget, "
+            f"validation and saves included: a step {p.step_s:.3g} s, a validation "
+            f"{p.valid_s:.3g} s (every {t.eval_every} steps), a save {p.save_s:.3g} s; "
+            f"expected end {ends / 60:.1f} min"
+        )
+        self.runlog.write({"kind": "plan", "step": p.step, "plan_steps": p.plan_steps,
+                           "step_s": p.step_s, "valid_s": p.valid_s, "save_s": p.save_s,
+                           "expected_s": ends})  # fmt: skip
 
 
-def train(cfg: Config, log: Log = print) -> Path:
-    """Train (or resume) the run in ``cfg.train.out_dir``; returns the run directory."""
+def start_run(
+    cfg: Config, data: RunData, model: Seq2Seq, optimizer: torch.optim.Optimizer,
+    resume: Checkpoint | None, rt: Runtime, out: Path, p: Progress,
+) -> Run:  # fmt: skip
+    """The loop's parts, at position ``p`` (the EMA restored, on rank 0 only)."""
+    t = cfg.train
+    ema = WeightEma(model, t.ema_decay if rt.main else 0.0, resume and resume.training.ema)
+    engine = TorchEngine(ema.eval_model, rt.device)
+    translator = Translator(engine, data.src_tok, data.tgt_tok, cfg)
+    stepper = Stepper(model, optimizer, t, rt, (cfg.model.align_layer, cfg.model.align_head))
+    # smoothing=0: the ETA divides by the mean speed since the start, validations included.
+    bar = tqdm(total=scheduled_steps(p, t), initial=p.step, disable=not (rt.main and t.progress),
+               desc="train", unit="step", dynamic_ncols=True, smoothing=0)  # fmt: skip
+    runlog = RunLog(out, p.step, rt.main)
+    return Run(cfg, rt, out, data, model, optimizer, ema, stepper, translator, runlog, bar)
+
+
+def plan_step(run: Run, budget: Budget, p: Progress) -> Outcome:
+    """A budget run's plan step: one validation and one save timed (rank 0), then the plan."""
+    outcome = Outcome(p, False, "")
+    if run.rt.main:
+        with budget.timed("valid"):
+            outcome = run.validation_outcome(p)
+        with budget.timed("save"):
+            run.save(replace(outcome.progress, elapsed_s=budget.elapsed()), False)
+    planned = budget.fix_plan(outcome.progress, run.rt)
+    run.show_plan(planned)
+    return replace(outcome, progress=planned)
+
+
+def write_average(run: Run, p: Progress, log: Log) -> None:
+    """avg.pt: the last train.keep_last saves averaged (attnmt.average), validated and logged."""
+    paths = keep_last_steps(run.out, p.step, run.cfg.train.keep_last)
+    averaged = average_checkpoints(paths, run.out / "avg.pt")
+    model = Checkpoint.load(averaged.path).build_model().to(run.rt.device)
+    translator = Translator(TorchEngine(model, run.rt.device), run.data.src_tok,
+                            run.data.tgt_tok, run.cfg)  # fmt: skip
+    record = validate(translator, run.data, run.cfg.train, run.rt, p.step)
+    run.runlog.write({**record, "kind": "average", "checkpoints": len(paths)})
+    score = f"; dev BLEU {record['dev_bleu']:.2f}" if "dev_bleu" in record else ""
+    log(f"avg.pt: the mean of {', '.join(f.name for f in paths)}{score}")
+
+
+def train(cfg: Config, log: Log = print, clock: Callable[[], float] = time.monotonic) -> Path:
+    """Train (or resume) the run in ``cfg.train.out_dir``; returns the run directory.
+    ``clock`` is the time source of ``train.max_minutes`` (tests give a fake one)."""
     check_config(cfg)
     t, rt, out = cfg.train, setup_runtime(cfg.train), Path(cfg.train.out_dir)
     with RunLock(out) if rt.main else contextlib.nullcontext():
@@ -629,45 +927,41 @@ def train(cfg: Config, log: Log = print) -> Path:
                 check_splits_unchanged(data.splits, out)
             write_run_files(cfg, data, out)
             log(describe(cfg, data, model, rt))
-        if progress.step >= t.max_steps:
-            log(f"stopped: max_steps {t.max_steps} (already reached); run dir {out}")
+        done = budget_stop(progress, t, progress.elapsed_s, epoch_done=False)
+        if done:  # a finished run, started again
+            log(f"stopped: {done} (already reached); run dir {out}")
             return out
-        runlog, meter, stepper = (
-            RunLog(out, progress.step, rt.main),
-            Meter(),
-            Stepper(model, optimizer, t, rt, (cfg.model.align_layer, cfg.model.align_head)),
-        )
-        translator = Translator(TorchEngine(model, rt.device), data.src_tok, data.tgt_tok, cfg)
-        bar = tqdm(total=t.max_steps, initial=progress.step, disable=not (rt.main and t.progress),
-                   desc="train", unit="step", dynamic_ncols=True)  # fmt: skip
-        start = time.time() - progress.elapsed_s
+        run = start_run(cfg, data, model, optimizer, resume, rt, out, progress)
+        budget, meter = Budget(t, clock, progress), Meter()
         model.train()
         for group, epoch_done in training_groups(data.batcher, progress, t.accum, rt):
-            lr = t.lr * lr_factor(progress.step + 1, cfg) * progress.plateau_scale
-            meter.add(stepper.step([data.batcher.batch(i) for i in group], lr))
+            factor = lr_factor(progress.step + 1, scheduled_steps(progress, t), cfg)
+            lr = t.lr * factor * progress.plateau_scale
+            meter.add(run.stepper.step([data.batcher.batch(i) for i in group], lr))
+            run.ema.update()
             progress = advance(progress, t.accum, epoch_done)
-            bar.update(1)
-            stop = budget_stop(progress, t, time.time() - start, epoch_done)
-            if progress.step % t.log_every == 0 or progress.step == t.max_steps:
-                report(
-                    meter.record(progress, lr, rt, time.time() - start), bar, runlog, progress, t
-                )
-            evaluate_now = progress.step % t.eval_every == 0 or bool(stop)
-            is_best = False
-            if rt.main and evaluate_now:
-                outcome = validation_outcome(translator, data, t, rt, progress, bar, runlog)
-                progress, is_best, stop = outcome.progress, outcome.is_best, stop or outcome.stop
+            run.bar.update(1)
+            outcome = plan_step(run, budget, progress) if budget.plans_now(progress) else None
+            progress = progress if outcome is None else outcome.progress
+            stop = budget_stop(progress, t, budget.elapsed(), epoch_done)
+            if progress.step % t.log_every == 0 or progress.step == progress.plan_steps:
+                run.report(meter.record(progress, lr, rt, budget.elapsed()))
+            if rt.main and outcome is None and (progress.step % t.eval_every == 0 or stop):
+                with budget.timed("valid"):
+                    outcome = run.validation_outcome(progress)
+            if outcome is not None:
+                progress, stop = outcome.progress, stop or outcome.stop
             stop = rt.agree_stop(stop)
-            if rt.main and (evaluate_now or progress.step % t.save_every == 0):
-                progress = replace(progress, elapsed_s=time.time() - start)
-                ckpt = make_checkpoint(cfg, model, optimizer, data, progress)
-                ckpt.save(out / "last.pt")
-                if is_best:
-                    ckpt.save(out / "best.pt")
+            if rt.main and (outcome is not None or progress.step % t.save_every == 0):
+                progress = replace(progress, elapsed_s=budget.elapsed())
+                with budget.timed("save"):
+                    run.save(progress, bool(outcome and outcome.is_best))
             if stop:
                 break
-        bar.close()
-        runlog.close()
+        if rt.main and t.keep_last:
+            write_average(run, progress, log)
+        run.bar.close()
+        run.runlog.close()
         if rt.main:
             log(f"stopped: {stop}; best dev BLEU {progress.best_bleu:.2f}; run dir {out}")
     if rt.world > 1:

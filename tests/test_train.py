@@ -9,24 +9,31 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import attnmt.train
+from attnmt.average import average_checkpoints
 from attnmt.checkpoint import Checkpoint, ResumeError, RunDirBusy
-from attnmt.config import load_config
+from attnmt.config import ConfigError, load_config
 from attnmt.data import BucketBatcher
 from attnmt.train import (
     Progress,
     RunLog,
     Runtime,
+    Stepper,
+    WeightEma,
     advance,
     after_validation,
     budget_stop,
     cpu_supports,
+    fit_plan,
     lr_factor,
+    run_seconds,
     train,
     training_groups,
 )
@@ -96,12 +103,12 @@ def test_splits_keep_sources_apart(tiny_run: Path) -> None:
 
 def test_lr_schedules() -> None:
     cfg = load_config(None, ["train.warmup=100"])
-    assert lr_factor(50, cfg) == pytest.approx(0.5)
-    assert lr_factor(100, cfg) == pytest.approx(1.0)
-    assert lr_factor(400, cfg) == pytest.approx(0.5)
+    assert lr_factor(50, 1000, cfg) == pytest.approx(0.5)
+    assert lr_factor(100, 1000, cfg) == pytest.approx(1.0)
+    assert lr_factor(400, 1000, cfg) == pytest.approx(0.5)
     cfg = load_config(None, ["train.schedule=noam", "train.warmup=100", "model.hidden=256"])
-    peak = lr_factor(100, cfg)
-    assert lr_factor(50, cfg) < peak and lr_factor(400, cfg) < peak
+    peak = lr_factor(100, 1000, cfg)
+    assert lr_factor(50, 1000, cfg) < peak and lr_factor(400, 1000, cfg) < peak
     assert peak == pytest.approx(256**-0.5 * 100**-0.5)
 
 
@@ -172,8 +179,15 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
     return Checkpoint.load(path).weights
 
 
-@pytest.mark.parametrize("arch", ["lstm", "transformer"])
-def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, arch: str) -> None:
+# A budget run whose plan (fixed at step 10, before the kill) is max_steps: the real clock of a
+# run and of its resume cannot give different plans, and the cosine lr follows the stored one.
+BUDGET_RUN = {"train.max_minutes": "60", "train.plan_steps": "10", "train.schedule": "cosine"}
+
+
+@pytest.mark.parametrize(
+    "arch, budget", [("lstm", {}), ("transformer", {}), ("lstm", BUDGET_RUN)], ids=str
+)
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, arch: str, budget) -> None:
     """Kill a run with SIGKILL mid-training, start it again: same final weights."""
     corpus = write_tiny_tsv(tmp_path / "tiny.tsv")
     overrides = dict(o.split("=", 1) for o in TINY_OVERRIDES)
@@ -189,6 +203,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, arch: str) -
             "train.max_steps": "200",
             "train.save_every": "4",
             "train.eval_every": "100",
+            **budget,
         }
     )
     config = {}
@@ -239,6 +254,10 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, arch: str) -
         json.loads(x)["step"] for x in (straight / "train_log.jsonl").read_text().splitlines()
     ]
     assert steps == straight_steps
+    if budget:  # the plan was fixed once, before the kill, and kept
+        assert Checkpoint.load(killed / "last.pt").training.progress["plan_steps"] == 200
+        plans = [json.loads(x) for x in (killed / "train_log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in plans if r["kind"] == "plan"] == [10]
 
 
 @pytest.mark.skipif(
@@ -513,3 +532,257 @@ def test_training_on_prepared_shards_learns_and_resumes_exactly(tmp_path: Path) 
     resumed = run("parts", 20)  # the second call resumes from step 10
     a, b = _state(whole / "last.pt"), _state(resumed / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------------------------
+# Budget-aware schedules and the step plan (issue #13)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_planned_schedules_warm_up_peak_and_end_at_the_min_ratio(schedule: str) -> None:
+    cfg = load_config(None, [f"train.schedule={schedule}", "train.warmup_fraction=0.1",
+                             "train.min_lr_ratio=0.05"])  # fmt: skip
+    f = [lr_factor(s, 200, cfg) for s in range(1, 251)]  # f[s - 1] is step s; plan 200
+    assert f[:20] == sorted(f[:20]) and len(set(f[:20])) == 20  # warmup rises: 20 steps
+    assert f[0] == pytest.approx(1 / 20) and f[19] == 1.0 == max(f)
+    assert all(a >= b for a, b in zip(f[19:], f[20:]))  # then never rises again
+    assert f[199] == 0.05 and set(f[199:]) == {0.05}  # exactly the floor at the plan's end
+    assert f[109] == pytest.approx(0.525)  # half-way through the decay: half-way down
+    if schedule == "cosine":  # a cosine stays higher than a line in the first half
+        assert f[60] > 1 - 0.95 * (61 - 20) / 180
+
+
+def test_planned_schedules_without_fraction_or_with_a_plan_shorter_than_warmup() -> None:
+    cfg = load_config(None, ["train.schedule=linear", "train.warmup_fraction=0",
+                             "train.warmup=10", "train.min_lr_ratio=0"])  # fmt: skip
+    assert lr_factor(5, 1000, cfg) == 0.5 and lr_factor(10, 1000, cfg) == 1.0
+    assert lr_factor(505, 1000, cfg) == pytest.approx(0.5)
+    # A 4-step plan with 10 warmup steps: up for 3, and still the floor at its last.
+    assert [lr_factor(s, 4, cfg) for s in (1, 2, 3, 4)] == pytest.approx([1 / 3, 2 / 3, 1, 0])
+
+
+def test_the_new_keys_are_checked() -> None:
+    for bad, key in (("train.plan_steps=1", "train.plan_steps"),
+                     ("train.ema_decay=1", "train.ema_decay"),
+                     ("train.min_lr_ratio=-0.1", "train.min_lr_ratio"),
+                     ("train.warmup_fraction=1.5", "train.warmup_fraction"),
+                     ("train.keep_last=-1", "train.keep_last"),
+                     ("train.schedule=cosinus", "train.schedule")):  # fmt: skip
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, [bad])
+
+
+def test_fit_plan_counts_steps_validations_and_saves() -> None:
+    t = load_config(None, ["train.max_minutes=10", "train.max_steps=10000",
+                           "train.eval_every=100", "train.save_every=100"]).train  # fmt: skip
+    p = Progress(step=30, elapsed_s=40.0, step_s=1.0, valid_s=5.0, save_s=0.5)
+    # 600 s: 40 spent; step 557 ends after 527 more steps and 6 validations with their saves
+    # (100, ..., 500 and the stop at 557): 40 + 527 + 6 * 5.5 = 600.
+    assert fit_plan(p, t) == 557
+    assert run_seconds(p, 557, t) == 600.0 < run_seconds(p, 558, t)
+    assert fit_plan(p, replace(t, max_steps=300)) == 300  # max_steps binds
+    assert fit_plan(replace(p, elapsed_s=600.0), t) == 30  # no time left: no further step
+    # keep_last: the final average is one more validation and keep_last reads, budgeted too.
+    assert fit_plan(p, replace(t, keep_last=2)) < 557
+
+
+class FakeClock:
+    """A clock that moves only when a training step or a validation says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL in the in-process resume tests."""
+
+
+REAL_STEP, REAL_VALIDATE = Stepper.step, attnmt.train.validate
+
+
+def fake_costs(monkeypatch, clock: FakeClock, step_s: float, valid_s: float,
+               kill_before: int = 0) -> None:  # fmt: skip
+    """Every training step takes ``step_s`` on ``clock``, every validation ``valid_s``; with
+    ``kill_before`` the run dies before its ``kill_before``-th step in this process."""
+    calls = []
+
+    def step(self, batches, lr):
+        calls.append(1)
+        if len(calls) == kill_before:
+            raise Killed
+        clock.now += step_s
+        return REAL_STEP(self, batches, lr)
+
+    def validate(*args, **kwargs):
+        clock.now += valid_s
+        return REAL_VALIDATE(*args, **kwargs)
+
+    monkeypatch.setattr(Stepper, "step", step)
+    monkeypatch.setattr(attnmt.train, "validate", validate)
+
+
+# One minute, timed over 10 steps; a validation every 20 steps, a save every 10.
+BUDGET_1_MIN = ["train.max_minutes=1", "train.plan_steps=10", "train.max_steps=1000",
+                "train.eval_every=20", "train.save_every=10", "train.schedule=cosine"]  # fmt: skip
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_a_budget_run_fixes_its_plan_from_the_clock_and_stops_there(tmp_path, monkeypatch):
+    """1 s a step, 4 s a validation: after step 10 and its validation, 14 s are spent; the 46 s
+    left hold 34 steps and the validations at 20, 40 and the stop: the plan is step 44."""
+    totals = []
+
+    class Bar(attnmt.train.tqdm):
+        def close(self):
+            totals.append(self.total)
+            super().close()
+
+    monkeypatch.setattr(attnmt.train, "tqdm", Bar)
+    clock, lines = FakeClock(), []
+    fake_costs(monkeypatch, clock, step_s=1.0, valid_s=4.0)
+    run = train(tiny_cfg(tmp_path, *BUDGET_1_MIN), log=lines.append, clock=clock)
+    progress = Checkpoint.load(run / "last.pt").training.progress
+    assert (progress["plan_steps"], progress["step"]) == (44, 44)
+    assert (progress["step_s"], progress["valid_s"], progress["save_s"]) == (1.0, 4.0, 0.0)
+    assert clock.now == 60.0  # the plan's end is the budget's: 14 + 34 + 3 * 4
+    recs = records(run)
+    assert [r["step"] for r in recs if r["kind"] == "plan"] == [10]
+    assert [r["step"] for r in recs if r["kind"] == "valid"] == [10, 20, 40, 44]
+    assert "the plan's 44 steps" in lines[-1]
+    assert set(totals) == {44}  # the progress bar's total is the plan (close runs twice)
+    lr = [r["lr"] for r in recs if r["kind"] == "train"]
+    assert lr[-1] == pytest.approx(0.01 * 0.01)  # cosine down to min_lr_ratio at the plan's end
+    # Started again, the finished run does nothing.
+    before = files(run)
+    train(tiny_cfg(tmp_path, *BUDGET_1_MIN), log=lines.append, clock=FakeClock())
+    assert "already reached" in lines[-1] and files(run)["last.pt"] == before["last.pt"]
+
+
+def test_a_budget_run_resumes_with_its_stored_plan_exactly(tmp_path, monkeypatch):
+    """Killed at step 24 (last.pt from step 20) and resumed on a clock ten times faster, which
+    would plan hundreds of steps: the run keeps its plan and ends with the same weights."""
+    straight, clock = tmp_path / "straight", FakeClock()
+    fake_costs(monkeypatch, clock, 1.0, 4.0)
+    train(tiny_cfg(tmp_path, *BUDGET_1_MIN, f"train.out_dir={straight}"), log=lambda *_: None,
+          clock=clock)  # fmt: skip
+    assert Checkpoint.load(straight / "last.pt").training.progress["step"] == 44
+    clock = FakeClock()
+    fake_costs(monkeypatch, clock, 1.0, 4.0, kill_before=25)
+    with pytest.raises(Killed):
+        train(tiny_cfg(tmp_path, *BUDGET_1_MIN), log=lambda *_: None, clock=clock)
+    killed = tmp_path / "run"
+    assert Checkpoint.load(killed / "last.pt").training.progress["step"] == 20
+    fast = FakeClock()
+    fake_costs(monkeypatch, fast, 0.1, 0.4)
+    train(tiny_cfg(tmp_path, *BUDGET_1_MIN), log=lambda *_: None, clock=fast)
+    resumed = Checkpoint.load(killed / "last.pt")
+    assert resumed.training.progress["plan_steps"] == 44 == resumed.training.progress["step"]
+    assert resumed.training.progress["step_s"] == 1.0  # stored, never measured again
+    a, b = _state(straight / "last.pt"), resumed.weights
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_may_not_move_a_cosine_plan_but_refits_a_plan_free_one(tmp_path, monkeypatch):
+    clock = FakeClock()
+    fake_costs(monkeypatch, clock, 1.0, 4.0)
+    train(tiny_cfg(tmp_path, *BUDGET_1_MIN), log=lambda *_: None, clock=clock)
+    before = files(tmp_path / "run")
+    with pytest.raises(ResumeError, match=r"planned last step, 44.*train.max_minutes: 1.0 -> 2.0"):
+        train(tiny_cfg(tmp_path, *BUDGET_1_MIN, "train.max_minutes=2"), log=lambda *_: None)
+    assert files(tmp_path / "run") == before
+
+    # inverse_sqrt: more minutes refit the plan from the stored timings (not timed again).
+    sets = [*BUDGET_1_MIN, "train.schedule=inverse_sqrt", f"train.out_dir={tmp_path / 'isqrt'}"]
+    clock = FakeClock()
+    fake_costs(monkeypatch, clock, 1.0, 4.0)
+    train(tiny_cfg(tmp_path, *sets), log=lambda *_: None, clock=clock)
+    stored = Progress(**Checkpoint.load(tmp_path / "isqrt" / "last.pt").training.progress)
+    more = tiny_cfg(tmp_path, *sets, "train.max_minutes=2")
+    train(more, log=lambda *_: None, clock=clock)
+    progress = Checkpoint.load(tmp_path / "isqrt" / "last.pt").training.progress
+    assert progress["plan_steps"] == fit_plan(stored, more.train) == progress["step"] == 92
+
+
+def test_train_minutes_flag_sets_max_minutes(tmp_path, monkeypatch) -> None:
+    from attnmt.cli import main
+
+    seen = []
+    monkeypatch.setattr(attnmt.train, "train", seen.append)
+    assert main(["train", "--set", "train.max_minutes=5", "--minutes", "2.5"]) == 0
+    assert seen[0].train.max_minutes == 2.5
+
+
+# --------------------------------------------------------------------------------------------
+# Weight EMA and checkpoint averaging (issue #13)
+# --------------------------------------------------------------------------------------------
+
+
+def test_weight_ema_after_n_constant_updates_matches_the_closed_form() -> None:
+    """The first step copies; each later one lags a weight moving by delta a step behind it by
+    d * (lag + delta): after n steps the lag is delta * d * (1 - d^(n-1)) / (1 - d)."""
+    torch.manual_seed(0)
+    model, d, delta, n = torch.nn.Linear(3, 2), 0.9, 0.01, 25
+    ema = WeightEma(model, d)
+    for _ in range(n):
+        with torch.no_grad():
+            for w in model.parameters():
+                w.add_(delta)
+        ema.update()
+    lag = delta * d * (1 - d ** (n - 1)) / (1 - d)
+    for name, w in model.named_parameters():
+        averaged = ema.eval_model.state_dict()[name]
+        assert averaged.dtype == torch.float32
+        assert torch.allclose(averaged, w.detach() - lag, atol=1e-6), name
+    off = WeightEma(model, 0.0)
+    assert off.eval_model is model and off.state() is None
+
+
+# EMA and keep_last over 40 steps: saves at 10, 20, 30, 40; one validation, at the end.
+EMA_AND_AVERAGE = ["train.ema_decay=0.9", "train.keep_last=3", "train.save_every=10",
+                   "train.eval_every=40"]  # fmt: skip
+
+
+def test_ema_and_averaging_resume_exactly_and_average_the_last_saves(tmp_path, monkeypatch):
+    straight = train(tiny_cfg(tmp_path, *EMA_AND_AVERAGE, f"train.out_dir={tmp_path / 's'}"),
+                     log=lambda *_: None)  # fmt: skip
+    fake_costs(monkeypatch, FakeClock(), 1.0, 0.0, kill_before=26)  # last.pt from step 20
+    with pytest.raises(Killed):
+        train(tiny_cfg(tmp_path, *EMA_AND_AVERAGE), log=lambda *_: None)
+    run = tmp_path / "run"
+    (run / "step-35.pt").write_bytes((run / "step-20.pt").read_bytes())  # a stale later save
+    monkeypatch.undo()
+    lines = []
+    train(tiny_cfg(tmp_path, *EMA_AND_AVERAGE), log=lines.append)
+
+    last, best = Checkpoint.load(run / "last.pt"), Checkpoint.load(run / "best.pt")
+    want = Checkpoint.load(straight / "last.pt")
+    for k in want.weights:
+        assert torch.equal(want.weights[k], last.weights[k]), k
+    for k, v in want.training.ema.items():
+        assert torch.equal(v, last.training.ema[k]), k
+    # best.pt (the only validation, at the end) holds the EMA's weights, not the trained ones.
+    ema = {k.removeprefix("module."): v for k, v in last.training.ema.items() if "." in k}
+    assert ema.keys() == best.weights.keys() and best.training is None
+    assert all(torch.equal(ema[k], best.weights[k]) for k in ema)
+    assert not all(torch.equal(ema[k], last.weights[k]) for k in ema)
+
+    steps = sorted(run.glob("step-*.pt"))
+    assert [p.name for p in steps] == ["step-20.pt", "step-30.pt", "step-40.pt"]
+    newest = Checkpoint.load(run / "step-40.pt")  # the trained weights alone
+    assert newest.training is None
+    assert all(torch.equal(newest.weights[k], last.weights[k]) for k in last.weights)
+    expected = average_checkpoints(steps, tmp_path / "expected.pt").path
+    avg, ref = Checkpoint.load(run / "avg.pt"), Checkpoint.load(expected)
+    assert all(torch.equal(avg.weights[k], ref.weights[k]) for k in ref.weights)
+    straight_avg = Checkpoint.load(straight / "avg.pt")
+    assert all(torch.equal(avg.weights[k], straight_avg.weights[k]) for k in ref.weights)
+    assert [r["checkpoints"] for r in records(run) if r["kind"] == "average"] == [3]
+    assert any(line.startswith("avg.pt: the mean of step-20.pt, step-30.pt, step-40.pt")
+               for line in lines)  # fmt: skip
